@@ -1,0 +1,1 @@
+"""Data: the built-in synthetic world, real-dataset loaders and episode samplers."""

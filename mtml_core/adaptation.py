@@ -1,0 +1,56 @@
+"""Test-time adaptation of one task to a new subtask/domain (paper Fig. 4c): attention → multipliers, then the
+head's inner loop on the modulated support features. Shared by evaluation (torch backbone) and the online engine
+(any deployed backbone, through ``features_fn``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from mtml_core.inner_loop import Params, adapt_head, head_loss, head_params
+from mtml_core.losses import check_labels
+from mtml_core.model import MultiTaskModel
+
+FeaturesFn = Callable[[torch.Tensor, torch.Tensor | None], list[torch.Tensor]]
+
+
+@dataclass
+class TaskAdaptation:
+    """The adapted state of one task: its runtime multiplier (None = identity) and adapted head parameters."""
+
+    task: str
+    multiplier: torch.Tensor | None
+    params: Params
+    support_loss_before: float
+    support_loss_after: float
+
+
+def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: torch.Tensor, steps: int, lr: float,
+               features_fn: FeaturesFn | None = None, use_attention: bool = True) -> TaskAdaptation:
+    """Adapt ``task`` to a support set (images (S,3,H,W) normalised, labels per the task's convention).
+
+    ``features_fn(images, multiplier)`` returns the backbone's per-block features; default: the model's own
+    backbone. Everything returned is detached (ready to be swapped into a serving model).
+    """
+    check_labels(task, labels, model.cfg.n_way)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{task}: {images.shape[0]} support images but {labels.shape[0]} labels")
+    feats_fn = features_fn or (lambda im, m: model.features(im, m))
+    head = model.heads[task]
+    with torch.no_grad():
+        w = None
+        if use_attention and task in model.attention:
+            plain = feats_fn(images, model.task_multiplier(task))
+            w = model.attention_weights(task, plain[-1].flatten(1), labels)
+        multiplier = model.task_multiplier(task, w)
+        x = model.head_input(task, feats_fn(images, multiplier)).detach()
+    theta = {k: v.detach() for k, v in head_params(head).items()}
+    with torch.enable_grad():
+        before = float(head_loss(head, theta, x, labels, task))
+        adapted = adapt_head(head, theta, x, labels, task, steps, lr, first_order=True)
+        after = float(head_loss(head, adapted, x, labels, task))
+    return TaskAdaptation(task, None if multiplier is None else multiplier.detach(),
+                          {k: v.detach() for k, v in adapted.items()}, before, after)

@@ -1,0 +1,93 @@
+"""Episode sources for training and evaluation, by split: the built-in world (default) or Omniglot.
+
+Built-in world: scene-class episodes from the split's categories, depth / normals / VP episodes from the split's
+environments (train, val and test categories and environments are disjoint). Omniglot (class task only): the
+train archive's alphabets are split into train / val alphabets, the test archive's alphabets are the test split.
+A meta-batch of step s holds the global episodes ``s * meta_batch + j``; rank r of a world of size W takes the
+episodes j ≡ r (mod W), so the union over ranks is the single-process meta-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from mtml_core.data.episodes import (
+    ClassEpisodeSampler,
+    DomainEpisodeSampler,
+    FrameCache,
+    SynthCategories,
+    collate,
+)
+from mtml_core.data.loaders.omniglot import load_omniglot, omniglot_splits
+from mtml_core.meta import Batch
+
+SPLITS = ("train", "val", "test")
+Sampler = ClassEpisodeSampler | DomainEpisodeSampler
+
+
+def class_source(cfg: Mapping[str, Any], split: str) -> Any:
+    """The ClassSource of ``split``: synthetic scene categories, or Omniglot alphabets."""
+    data, hw = cfg["data"], tuple(cfg["model"]["input_hw"])
+    if split not in SPLITS:
+        raise ValueError(f"split: {split!r} is not one of {list(SPLITS)}")
+    if data["source"] == "synth":
+        return SynthCategories(split, hw, data["pool"])
+    if split == "test":
+        return load_omniglot(data["omniglot_test"])
+    frac = float(data["omniglot_val_fraction"])
+    parts = omniglot_splits(load_omniglot(data["omniglot_train"]), (1.0 - frac, frac, 0.0))
+    if split not in parts:
+        raise ValueError(f"omniglot: no alphabets left for the {split!r} split (omniglot_val_fraction={frac})")
+    return parts[split]
+
+
+def samplers(cfg: Mapping[str, Any], split: str, k_shot: int | None = None, class_query: int | None = None,
+             domain_query: int | None = None) -> dict[str, Sampler]:
+    """One episode sampler per model task for ``split`` (shot/query counts default to the data section)."""
+    data, model = cfg["data"], cfg["model"]
+    k = data["k_shot"] if k_shot is None else k_shot
+    cq = data["class_query"] if class_query is None else class_query
+    dq = data["domain_query"] if domain_query is None else domain_query
+    hw, mean, std = tuple(model["input_hw"]), model["mean"], model["std"]
+    cache = FrameCache(hw, data["pool"])
+    out: dict[str, Sampler] = {}
+    for task in model["tasks"]:
+        if task == "class":
+            out[task] = ClassEpisodeSampler(class_source(cfg, split), model["n_way"], k, cq, size=hw, mean=mean,
+                                            std=std)
+        else:
+            out[task] = DomainEpisodeSampler(split, task, k, dq, cache, mean, std)
+    return out
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Seed of global episode ``index`` in a run seeded ``seed``."""
+    return int(seed) * 1_000_003 + int(index)
+
+
+def make_batch(sampler_map: Mapping[str, Sampler], seeds: Sequence[int], device: torch.device | str = "cpu") -> Batch:
+    """The meta-batch ``{task: (support_x, support_y, query_x, query_y)}`` of the given episode seeds."""
+    if not seeds:
+        raise ValueError("make_batch: no episode seeds")
+    out = {}
+    for task, sampler in sampler_map.items():
+        ep = collate([sampler.sample(s) for s in seeds])
+        out[task] = tuple(t.to(device) for t in (ep.support_x, ep.support_y, ep.query_x, ep.query_y))
+    return out
+
+
+def step_seeds(seed: int, step: int, meta_batch: int, rank: int = 0, world: int = 1) -> list[int]:
+    """The episode seeds rank ``rank`` trains on at ``step`` (its share of the global meta-batch)."""
+    if meta_batch % world:
+        raise ValueError(f"data.meta_batch={meta_batch} must be divisible by the number of processes ({world})")
+    return [episode_seed(seed, step * meta_batch + j) for j in range(rank, meta_batch, world)]
+
+
+def class_names(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The class names of every split (recorded in the run's config.yaml); empty without a class task."""
+    if "class" not in cfg["model"]["tasks"]:
+        return {}
+    return {split: list(class_source(cfg, split).class_names()) for split in SPLITS}

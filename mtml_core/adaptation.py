@@ -5,7 +5,7 @@ head's inner loop on the modulated support features. Shared by evaluation (torch
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +45,7 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
         if use_attention and task in model.attention:
             plain = feats_fn(images, model.task_multiplier(task))
             w = model.attention_weights(task, plain[-1].flatten(1), labels)
-        multiplier = model.task_multiplier(task, w)
+        multiplier = model.task_multiplier(task, w) if w is not None else model.prior_multiplier(task)
         x = model.head_input(task, feats_fn(images, multiplier)).detach()
     theta = {k: v.detach() for k, v in head_params(head).items()}
     with torch.enable_grad():
@@ -54,3 +54,19 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
         after = float(head_loss(head, adapted, x, labels, task))
     return TaskAdaptation(task, None if multiplier is None else multiplier.detach(),
                           {k: v.detach() for k, v in adapted.items()}, before, after)
+
+
+def estimate_prior_weights(model: MultiTaskModel,
+                           support_sets: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+    """Store as each task's attention prior w̄ its mean output over (images, labels) support sets.
+
+    Served before any adaptation, (1 - w̄) keeps the backbone near the modulated features it was trained on (in
+    joint mode Φ and θ only ever see modulated features, so the identity multiplier is off their distribution).
+    """
+    with torch.no_grad():
+        for task, sets in support_sets.items():
+            if task not in model.attention or not sets:
+                continue
+            ws = [model.attention_weights(task, model.features(x, model.task_multiplier(task))[-1].flatten(1), y)
+                  for x, y in sets]
+            model.attention[task].prior.copy_(torch.stack(ws).mean(0))

@@ -51,6 +51,9 @@ class AttentionModule(nn.Module):
         self.blocks = nn.ModuleList(SelfAttentionBlock(dim, heads) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, 2 * out_dim if probabilistic else out_dim)
+        # w̄: the mean output over training environments, served before any adaptation (zeros = identity);
+        # set by mtml_core.adaptation.estimate_prior_weights.
+        self.register_buffer("prior", torch.zeros(out_dim))
         nn.init.normal_(self.out.weight, std=1e-3)
         with torch.no_grad():
             self.out.bias.zero_()

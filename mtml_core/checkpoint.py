@@ -20,6 +20,10 @@ from mtml_core.model import MultiTaskModel
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
 
+def optional_tensor(key: str) -> bool:
+    """Tensors older checkpoints may lack (the attention prior w̄): the model's own default (identity) stands in."""
+    return key.startswith("attention.") and key.endswith(".prior")
+
 
 def save_checkpoint(model: MultiTaskModel, run_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write weights and config into ``run_dir`` (atomically: temp files then rename). Returns the dir."""
@@ -72,6 +76,8 @@ def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> tuple[Mul
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model``; ValueError listing missing/unexpected keys and shape mismatches."""
     expected = model.state_dict()
+    state = dict(state)
+    state.update({k: v for k, v in expected.items() if optional_tensor(k) and k not in state})
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"

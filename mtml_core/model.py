@@ -254,6 +254,11 @@ class MultiTaskModel(nn.Module):
             m = mask if m is None else m * mask
         return m
 
+    def prior_multiplier(self, task: str) -> torch.Tensor | None:
+        """Multiplier served before adapting to an environment: (1 - w̄), w̄ the attention prior (None: identity)."""
+        w = self.attention[task].prior if task in self.attention else None
+        return self.task_multiplier(task, w if w is not None and bool(w.any()) else None)
+
     def forward(self, images: torch.Tensor, multipliers: Mapping[str, torch.Tensor | None] | None = None,
                 tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """All (or the given) tasks' outputs.

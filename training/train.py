@@ -29,6 +29,7 @@ from training import data as episodes
 from training import distributed as dist_utils
 from training import runconfig
 from training.curves import MetricsLog, plot_curves
+from training.prior import fit_prior
 from training.state import load_train_state, save_train_state
 
 OWNED_PREFIXES = ("heads.", "attention.", "label_encoders.", "masks.")
@@ -169,6 +170,7 @@ class Run:
         extra["classes"] = episodes.class_names(self.cfg)
         extra["state"] = {"step": self.step, "init": self.init, "freeze_backbone": self.freeze_backbone,
                           "frozen_tasks": self.frozen_tasks, "trained_tasks": self.tasks}
+        fit_prior(self.model, self.cfg, tasks=self.tasks)  # frozen tasks keep theirs
         save_checkpoint(self.model, self.run_dir, extra)
 
 

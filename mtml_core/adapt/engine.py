@@ -107,7 +107,7 @@ class AdaptationEngine:
         n_way = self.model.cfg.n_way
         self.base_class_names = man.class_names or tuple(f"class_{i}" for i in range(n_way))
         with torch.no_grad():
-            self._base_multipliers = {t: self._np(self.model.task_multiplier(t)) for t in self.tasks}
+            self._base_multipliers = {t: self._np(self.model.prior_multiplier(t)) for t in self.tasks}
         self._state = self._base_state(0)
         self._adapt_lock = threading.Lock()
         self._signatures: dict[str, tuple[str, np.ndarray | None]] = {}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mtml_core.inner_loop import Params, adapt_head, head_loss, head_params
+from mtml_core.inner_loop import Params, adapt_head_best, head_params
 from mtml_core.losses import check_labels
 from mtml_core.model import MultiTaskModel
 
@@ -33,7 +33,9 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
     """Adapt ``task`` to a support set (images (S,3,H,W) normalised, labels per the task's convention).
 
     ``features_fn(images, multiplier)`` returns the backbone's per-block features; default: the model's own
-    backbone. Everything returned is detached (ready to be swapped into a serving model).
+    backbone. The head takes ``steps`` first-order steps and the iterate with the lowest support loss is kept
+    (:func:`mtml_core.inner_loop.adapt_head_best`). Without attention the multiplier is the model's prior.
+    Everything returned is detached (ready to be swapped into a serving model).
     """
     check_labels(task, labels, model.cfg.n_way)
     if images.shape[0] != labels.shape[0]:
@@ -49,11 +51,8 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
         x = model.head_input(task, feats_fn(images, multiplier)).detach()
     theta = {k: v.detach() for k, v in head_params(head).items()}
     with torch.enable_grad():
-        before = float(head_loss(head, theta, x, labels, task))
-        adapted = adapt_head(head, theta, x, labels, task, steps, lr, first_order=True)
-        after = float(head_loss(head, adapted, x, labels, task))
-    return TaskAdaptation(task, None if multiplier is None else multiplier.detach(),
-                          {k: v.detach() for k, v in adapted.items()}, before, after)
+        adapted, before, after = adapt_head_best(head, theta, x, labels, task, steps, lr)
+    return TaskAdaptation(task, None if multiplier is None else multiplier.detach(), adapted, before, after)
 
 
 def estimate_prior_weights(model: MultiTaskModel,

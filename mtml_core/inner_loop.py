@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 from mtml_core.losses import task_loss
 
@@ -46,6 +46,32 @@ def adapt_head(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
     if x.shape[0] == 0:
         raise ValueError(f"{task}: empty support set")
     return _sgd(lambda p: head_loss(head, p, x, y, task), params, steps, lr, first_order)
+
+
+def adapt_head_best(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, task: str, steps: int,
+                    lr: float) -> tuple[Params, float, float]:
+    """Test-time variant of :func:`adapt_head` (first order): of the ``steps + 1`` iterates, the one with the lowest
+    support loss, with (loss before, that loss). A rate too large for some environment then costs nothing: the
+    support loss never ends higher than it started."""
+    if steps < 0 or lr < 0:
+        raise ValueError(f"inner loop: steps ({steps}) and lr ({lr}) must be >= 0")
+    if x.shape[0] == 0:
+        raise ValueError(f"{task}: empty support set")
+    grad_value = grad_and_value(lambda p: head_loss(head, p, x, y, task))
+    best, best_loss, first = params, float("inf"), None
+    for i in range(steps + 1):
+        if i < steps:
+            grads, loss = grad_value(params)
+        else:
+            with torch.no_grad():
+                loss = head_loss(head, params, x, y, task)
+        value = float(loss)
+        first = value if first is None else first
+        if value < best_loss:
+            best, best_loss = params, value
+        if i < steps:
+            params = {k: (p - lr * grads[k]).detach() for k, p in params.items()}
+    return best, first, best_loss
 
 
 def adapt_head_batched(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, task: str, steps: int,

@@ -151,10 +151,22 @@ def test_worse_adaptation_is_rejected_and_previous_model_keeps_serving(engine):
     add(engine, "neon", env_frames(UNSEEN, range(5)))
     assert engine.adapt("neon").accepted
     state = engine.state
-    engine.config.lr = {"class": 0.1, "depth": 50.0, "normals": 0.1, "vp": 0.1}  # diverges
-    result = engine.adapt("neon")
-    assert not result.accepted and "depth" in result.reason and "worse" in result.reason
+    result = engine.adapt("neon", steps=0)  # attention alone: every task worse than its adapted head serving
+    assert not result.accepted and all(t in result.reason for t in engine.tasks) and "worse" in result.reason
     assert engine.state is state and result.version == state.version
+
+
+def test_a_task_that_gets_worse_keeps_serving_while_the_others_are_swapped_in(engine):
+    add(engine, "neon", env_frames(UNSEEN, range(5)))
+    assert engine.adapt("neon", tasks=["depth"]).accepted  # depth adapted; the other tasks serve the prior
+    state = engine.state
+    engine.config.lr = {"class": 0.1, "depth": 50.0, "normals": 0.1, "vp": 0.1}  # depth diverges
+    result = engine.adapt("neon")
+    assert result.accepted and "depth" in result.skipped and "depth" in result.reason
+    new = engine.state
+    assert new.version == state.version + 1
+    assert new.heads["depth"] is state.heads["depth"] and new.multipliers["depth"] is state.multipliers["depth"]
+    assert new.heads["vp"] is not None and state.heads["vp"] is None
 
 
 def test_failed_adaptation_is_reported_and_previous_model_keeps_serving(engine):

@@ -10,6 +10,7 @@ so it never blocks on adaptation and never sees a mix of two states; :meth:`adap
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -43,8 +44,8 @@ class EngineConfig:
     """Engine settings (the ROS node maps its parameters onto these).
 
     ``lr``: inner-loop rate α, one value or per task; None: the rates the model was meta-trained with (the
-    checkpoint's ``meta`` section: ``inner_lr``, ``task_inner_lr``), else 0.1. ``tolerance``: an adaptation is
-    accepted when every adapted task's support loss is <= (1 + tolerance) × the serving model's. ``min_valid``:
+    checkpoint's ``meta`` section: ``inner_lr``, ``task_inner_lr``), else 0.1. ``tolerance``: a task's adaptation is
+    swapped in when its support loss is <= (1 + tolerance) × the serving model's. ``min_valid``:
     smallest fraction of valid pixels in a dense label. Recognition: confidence = softmax(score / ``temperature``)
     over profiles; ``auto_switch`` loads the best profile when its confidence >= ``switch_confidence`` and its
     similarity >= ``min_similarity``. ``adapt_threads``: torch threads while adapting (process-wide in torch,
@@ -178,8 +179,9 @@ class AdaptationEngine:
         """Adapt every task (of ``tasks``, default all) that has labelled frames in ``env``'s buffer and swap the
         result in; in the new state, tasks not adapted serve the meta-initialisation.
 
-        Rejected (previous state keeps serving, ``reason`` says why) on any error, or if a task's support loss
-        after adaptation is worse than the serving model's on the same frames (all or nothing).
+        Rejected (previous state keeps serving, ``reason`` says why) on any error, or if every task's support loss
+        after adaptation is worse than the serving model's on the same frames. A task that got worse while others
+        improved keeps serving its previous multipliers and head (listed in ``skipped`` and ``reason``).
         """
         env = check_name(env)
         steps = self.config.steps if steps is None else steps
@@ -211,13 +213,18 @@ class AdaptationEngine:
             if not stats:
                 return result(False, "no task has labelled frames: " + "; ".join(f"{t}: {r}" for t, r in
                                                                                  skipped.items()))
-            worse = [f"{t}: support loss {s.loss_after:.4g} after adaptation vs {s.loss_before:.4g} serving"
-                     for t, s in stats.items()
-                     if not s.loss_after <= s.loss_before * (1.0 + self.config.tolerance)]
-            if worse:
-                return result(False, "worse than the serving model, kept it (" + "; ".join(worse) + ")")
+            worse = {t: f"{t}: support loss {s.loss_after:.4g} after adaptation vs {s.loss_before:.4g} serving"
+                     for t, s in stats.items() if not s.loss_after <= s.loss_before * (1.0 + self.config.tolerance)}
+            if len(worse) == len(stats):
+                return result(False, "worse than the serving model, kept it (" + "; ".join(worse.values()) + ")")
+            if worse:  # those tasks keep serving what they served: only improvements are swapped in
+                new = dataclasses.replace(
+                    new, multipliers={**new.multipliers, **{t: old.multipliers[t] for t in worse}},
+                    heads={**new.heads, **{t: old.heads[t] for t in worse}},
+                    class_names=old.class_names if "class" in worse else new.class_names)
+                skipped.update({t: "kept the serving state, " + why for t, why in worse.items()})
             self._state = new
-            return result(True, "")
+            return result(True, "" if not worse else "kept the serving state for " + "; ".join(worse.values()))
 
     @contextlib.contextmanager
     def _torch_threads(self) -> Iterator[None]:

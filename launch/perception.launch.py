@@ -6,7 +6,7 @@ shared-memory profile.
 """
 
 # ruff takes `launch` for this repo's launch/ folder (first party) and would split the block.
-from launch import LaunchDescription  # noqa: I001
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution

@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from rclpy.utilities import remove_ros_args
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import Image
+
+from mtml import spin
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 
@@ -127,24 +127,7 @@ def main(args: list[str] | None = None) -> int:
     """Console entry point; exits 0 on Ctrl-C / shutdown, 2 on bad parameters."""
     argv = list(sys.argv if args is None else args)
     _cli(remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = BagCamera()
-        node.run()
-    except ValueError as exc:
-        print(f"bag_camera: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RCLError:
-        if rclpy.ok():  # not a shutdown race: a real failure
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin.run("bag_camera", argv, BagCamera, spin=lambda node, _executor: node.run())
 
 
 if __name__ == "__main__":

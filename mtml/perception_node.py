@@ -32,16 +32,15 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from mtml_interfaces.msg import SceneClass, VanishingPoints
 from mtml_interfaces.srv import Adapt, Collect, Profile, Recognize
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.task import Future
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, Image
 
-from mtml import messages, params
+from mtml import messages, params, spin
 from mtml.image_conv import array_to_msg, depth_from_msg, rgb_from_msg
 from mtml_core.adapt import AdaptationEngine, EngineConfig, check_name
 from mtml_core.adapt.labels import check_class_name, check_vp
@@ -559,6 +558,19 @@ def _cli(argv: list[str]) -> None:
     parser.parse_args(argv)
 
 
+def _close(node: PerceptionNode | None, executor: SingleThreadedExecutor) -> None:
+    """Stop the node; during an adaptation (it cannot be interrupted and writes nothing) exit without waiting."""
+    busy = node is not None and node.adapting is not None
+    executor.shutdown(timeout_sec=0.0 if busy else None)
+    if node is not None:
+        node.adapt_worker.shutdown(wait=False)
+        node.destroy_node()
+    if busy:
+        rclpy.try_shutdown()
+        print("perception_node: exiting during an adaptation (discarded)", file=sys.stderr, flush=True)
+        os._exit(0)
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point; exits 0 on Ctrl-C / shutdown, 2 on bad parameters or model."""
     argv = list(sys.argv if args is None else args)
@@ -566,32 +578,7 @@ def main(args: list[str] | None = None) -> int:
     # Inference and adaptation share the GIL; with the default 5 ms switch interval every handover from the
     # adaptation thread can cost the frame callback 5 ms (dozens per frame), which drops frames while adapting.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    rclpy.init(args=argv)
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = PerceptionNode()
-        executor.add_node(node)
-        executor.spin()
-    except ValueError as exc:
-        print(f"perception_node: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RCLError:
-        if rclpy.ok():  # not a shutdown race: a real failure
-            raise
-    finally:
-        busy = node is not None and node.adapting is not None
-        executor.shutdown(timeout_sec=0.0 if busy else None)
-        if node is not None:
-            node.adapt_worker.shutdown(wait=False)
-            node.destroy_node()
-        rclpy.try_shutdown()
-        if busy:  # an adaptation cannot be interrupted; it writes nothing, so leave without waiting for it
-            print("perception_node: exiting during an adaptation (discarded)", file=sys.stderr, flush=True)
-            os._exit(0)
-    return 0
+    return spin.run("perception_node", argv, PerceptionNode, close=_close)
 
 
 if __name__ == "__main__":

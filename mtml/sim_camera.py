@@ -15,17 +15,15 @@ import argparse
 import sys
 import time
 
-import rclpy
 from mtml_interfaces.msg import SceneClass, VanishingPoints
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from mtml import spin
 from mtml.image_conv import depth_to_msg, normals_to_msg, rgb_to_msg
 from mtml.messages import camera_info_msg, vp_msg
 from mtml_core.data.spec import EnvSpec, get_env
@@ -148,26 +146,7 @@ def main(args: list[str] | None = None) -> int:
     """Console entry point; exits 0 on Ctrl-C / shutdown, 2 on bad parameters."""
     argv = list(sys.argv if args is None else args)
     _cli(remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = SimCamera()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except ValueError as exc:
-        print(f"sim_camera: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RCLError:
-        if rclpy.ok():  # not a shutdown race: a real failure
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin.run("sim_camera", argv, SimCamera)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ with :func:`training.evaluate.evaluate_runs`; results go to ``<out>/results.json
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,32 @@ def cell(result: dict[str, Any], task: str, metric: str, variant: str = "adapted
     if entry is None:
         return "–"
     return f"{entry[0]:.{digits}g} ± {entry[1]:.2g}"
+
+
+def parse_cli(argv: Sequence[str] | None, prog: str, description: str, presets: Mapping[str, Any],
+              methods: Mapping[str, str], out: str, axis: str, axis_default: str,
+              ) -> tuple[argparse.Namespace, list[str], list[int]]:
+    """Parse a reproduce_table* command line; returns (args, chosen methods, the integers of ``--<axis>``)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--preset", choices=tuple(presets), default="small")
+    p.add_argument("--out", default=out)
+    p.add_argument("--methods", default=",".join(methods), help=f"comma-separated subset of {','.join(methods)}")
+    p.add_argument(f"--{axis}", default=axis_default, help="comma-separated")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra training overrides")
+    p.add_argument("--episodes", type=int, help="test episodes per task (default: the preset's)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    chosen = [m for m in args.methods.split(",") if m]
+    bad = sorted(set(chosen) - set(methods))
+    if bad:
+        p.error(f"--methods: unknown {bad}")
+    return args, chosen, [int(v) for v in getattr(args, axis).split(",") if v]
+
+
+def run_preset(entries: Sequence[Entry], args: argparse.Namespace, presets: Mapping[str, Any],
+               common: Sequence[str] = ()) -> dict[str, Any]:
+    """:func:`run_grid` with the chosen preset's training overrides and evaluation settings (``--episodes`` wins)."""
+    preset = presets[args.preset]
+    eval_kwargs = {**preset["eval"], **({"episodes_n": args.episodes} if args.episodes else {})}
+    return run_grid(entries, args.out, [*common, *preset["train"], *args.overrides],
+                    eval_kwargs=eval_kwargs, progress=not args.no_progress)

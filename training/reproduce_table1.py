@@ -10,12 +10,11 @@ its numbers are noisy); ``paper`` is the GPU-sized setting (96×128, 20k meta-it
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 from mtml_core.config import TASKS
-from training.grid import Entry, cell, run_grid
+from training.grid import Entry, cell, parse_cli, run_preset
 
 PRESETS = {
     "small": {"train": ["model.input_hw=[48,64]", "train.steps=300", "data.pool=16", "data.class_query=3",
@@ -59,24 +58,9 @@ def table(results: dict, methods: Sequence[str], filters: Sequence[int]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run (or continue) the grid, then print and write table1.md."""
-    p = argparse.ArgumentParser(prog="python -m training.reproduce_table1", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=tuple(PRESETS), default="small")
-    p.add_argument("--out", default="runs/table1")
-    p.add_argument("--methods", default="anil,am,pam", help="comma-separated subset of anil,am,pam")
-    p.add_argument("--filters", default="32,64", help="comma-separated")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra training overrides")
-    p.add_argument("--episodes", type=int, help="test episodes per task (default: the preset's)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
-    bad = sorted(set(methods) - set(METHOD_NAMES))
-    if bad:
-        p.error(f"--methods: unknown {bad}")
-    filters = [int(f) for f in args.filters.split(",") if f]
-    preset = PRESETS[args.preset]
-    eval_kwargs = {**preset["eval"], **({"episodes_n": args.episodes} if args.episodes else {})}
-    results = run_grid(entries(methods, filters), args.out, [*preset["train"], *args.overrides],
-                       eval_kwargs=eval_kwargs, progress=not args.no_progress)
+    args, methods, filters = parse_cli(argv, "python -m training.reproduce_table1", __doc__.splitlines()[0], PRESETS,
+                                       METHOD_NAMES, "runs/table1", "filters", "32,64")
+    results = run_preset(entries(methods, filters), args, PRESETS)
     md = table(results, methods, filters)
     (Path(args.out) / "table1.md").write_text(md + "\n")
     print(md)

@@ -10,11 +10,10 @@ meta-iterations, meta-batch 32, 600 test episodes).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.grid import Entry, cell, run_grid
+from training.grid import Entry, cell, parse_cli, run_preset
 
 # eval.batchnorm=batch: the few-shot benchmarks' protocol (each support / query set's own BatchNorm statistics),
 # the same for every method; MAML needs it, since it adapts BatchNorm's affine parameters too.
@@ -52,24 +51,9 @@ def table(results: dict, methods: Sequence[str], shots: Sequence[int]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run (or continue) the grid, then print and write table2.md."""
-    p = argparse.ArgumentParser(prog="python -m training.reproduce_table2", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=tuple(PRESETS), default="small")
-    p.add_argument("--out", default="runs/table2")
-    p.add_argument("--methods", default="maml,anil,am,pam", help="comma-separated subset of maml,anil,am,pam")
-    p.add_argument("--shots", default="1,5", help="comma-separated")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra training overrides")
-    p.add_argument("--episodes", type=int, help="test episodes per task (default: the preset's)")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
-    bad = sorted(set(methods) - set(METHODS))
-    if bad:
-        p.error(f"--methods: unknown {bad}")
-    shots = [int(k) for k in args.shots.split(",") if k]
-    preset = PRESETS[args.preset]
-    eval_kwargs = {**preset["eval"], **({"episodes_n": args.episodes} if args.episodes else {})}
-    results = run_grid(entries(methods, shots), args.out, [*COMMON, *preset["train"], *args.overrides],
-                       eval_kwargs=eval_kwargs, progress=not args.no_progress)
+    args, methods, shots = parse_cli(argv, "python -m training.reproduce_table2", __doc__.splitlines()[0], PRESETS,
+                                     METHODS, "runs/table2", "shots", "1,5")
+    results = run_preset(entries(methods, shots), args, PRESETS, COMMON)
     md = table(results, methods, shots)
     (Path(args.out) / "table2.md").write_text(md + "\n")
     print(md)

@@ -17,6 +17,13 @@ from mtml_core.model import MultiTaskModel
 FeaturesFn = Callable[[torch.Tensor, torch.Tensor | None], list[torch.Tensor]]
 
 
+def support_weights(model: MultiTaskModel, task: str, images: torch.Tensor, labels: torch.Tensor,
+                    features_fn: FeaturesFn | None = None) -> torch.Tensor:
+    """w (B·C,) that ``task``'s attention module predicts from a support set, read on plain (unmodulated) features."""
+    plain = (features_fn or model.features)(images, model.task_multiplier(task))
+    return model.attention_weights(task, plain[-1].flatten(1), labels)
+
+
 @dataclass
 class TaskAdaptation:
     """The adapted state of one task: its runtime multiplier (None = identity) and adapted head parameters."""
@@ -43,11 +50,10 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
     feats_fn = features_fn or (lambda im, m: model.features(im, m))
     head = model.heads[task]
     with torch.no_grad():
-        w = None
         if use_attention and task in model.attention:
-            plain = feats_fn(images, model.task_multiplier(task))
-            w = model.attention_weights(task, plain[-1].flatten(1), labels)
-        multiplier = model.task_multiplier(task, w) if w is not None else model.prior_multiplier(task)
+            multiplier = model.task_multiplier(task, support_weights(model, task, images, labels, feats_fn))
+        else:
+            multiplier = model.prior_multiplier(task)
         x = model.head_input(task, feats_fn(images, multiplier)).detach()
     theta = {k: v.detach() for k, v in head_params(head).items()}
     with torch.enable_grad():
@@ -66,6 +72,5 @@ def estimate_prior_weights(model: MultiTaskModel,
         for task, sets in support_sets.items():
             if task not in model.attention or not sets:
                 continue
-            ws = [model.attention_weights(task, model.features(x, model.task_multiplier(task))[-1].flatten(1), y)
-                  for x, y in sets]
+            ws = [support_weights(model, task, x, y) for x, y in sets]
             model.attention[task].prior.copy_(torch.stack(ws).mean(0))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from scipy import stats
 from torch.func import functional_call
 
-from mtml_core.adaptation import adapt_task
+from mtml_core.adaptation import adapt_task, support_weights
 from mtml_core.losses import check_labels, task_loss
 from mtml_core.metrics import task_metrics
 from mtml_core.model import MultiTaskModel
@@ -85,8 +85,7 @@ def nil_episode(model: MultiTaskModel, support_x: torch.Tensor, support_y: torch
     with preserved_buffers(model), torch.no_grad():
         multiplier = model.task_multiplier("class")
         if use_attention and "class" in model.attention:
-            w = model.attention_weights("class", model.embed(support_x, multiplier), support_y)
-            multiplier = model.task_multiplier("class", w)
+            multiplier = model.task_multiplier("class", support_weights(model, "class", support_x, support_y))
         pred = nil_predict(model.embed(support_x, multiplier), support_y, model.embed(query_x, multiplier), mode)
     return 100.0 * float((pred == query_y).double().mean())
 

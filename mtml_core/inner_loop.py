@@ -38,13 +38,17 @@ def _sgd(loss_fn: Callable[[Params], torch.Tensor], params: Params, steps: int, 
     return params
 
 
+def _check(task: str, steps: int, lr: float, support: int) -> None:
+    if steps < 0 or lr < 0:
+        raise ValueError(f"inner loop: steps ({steps}) and lr ({lr}) must be >= 0")
+    if support == 0:
+        raise ValueError(f"{task}: empty support set")
+
+
 def adapt_head(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, task: str, steps: int,
                lr: float, first_order: bool = False) -> Params:
     """θ' after ``steps`` SGD steps of rate ``lr`` on the support loss of one episode."""
-    if steps < 0 or lr < 0:
-        raise ValueError(f"inner loop: steps ({steps}) and lr ({lr}) must be >= 0")
-    if x.shape[0] == 0:
-        raise ValueError(f"{task}: empty support set")
+    _check(task, steps, lr, x.shape[0])
     return _sgd(lambda p: head_loss(head, p, x, y, task), params, steps, lr, first_order)
 
 
@@ -53,10 +57,7 @@ def adapt_head_best(head: nn.Module, params: Params, x: torch.Tensor, y: torch.T
     """Test-time variant of :func:`adapt_head` (first order): of the ``steps + 1`` iterates, the one with the lowest
     support loss, with (loss before, that loss). A rate too large for some environment then costs nothing: the
     support loss never ends higher than it started."""
-    if steps < 0 or lr < 0:
-        raise ValueError(f"inner loop: steps ({steps}) and lr ({lr}) must be >= 0")
-    if x.shape[0] == 0:
-        raise ValueError(f"{task}: empty support set")
+    _check(task, steps, lr, x.shape[0])
     grad_value = grad_and_value(lambda p: head_loss(head, p, x, y, task))
     best, best_loss, first = params, float("inf"), None
     for i in range(steps + 1):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mtml_core import preprocess
+from mtml_core.adaptation import support_weights
 from mtml_core.checkpoint import load_checkpoint
 from mtml_core.data.episodes import FrameCache
 from mtml_core.data.spec import builtin_envs, get_env
@@ -41,8 +42,7 @@ def env_tensors(model: MultiTaskModel, task: str, env: str, frames: int) -> tupl
 def predicted_multiplier(model: MultiTaskModel, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """m = 1 − w from the attention module on a support set (x, y)."""
     with torch.no_grad():
-        w = model.attention_weights(task, model.embed(x, model.task_multiplier(task)), y)
-        return model.task_multiplier(task, w)
+        return model.task_multiplier(task, support_weights(model, task, x, y))
 
 
 def fit_multiplier(model: MultiTaskModel, task: str, x: torch.Tensor, y: torch.Tensor, steps: int = 200,

@@ -177,7 +177,7 @@ class AdaptationEngine:
     # -- adaptation -------------------------------------------------------------------------------------------------
     def adapt(self, env: str, steps: int | None = None, tasks: Sequence[str] | None = None) -> AdaptResult:
         """Adapt every task (of ``tasks``, default all) that has labelled frames in ``env``'s buffer and swap the
-        result in; in the new state, tasks not adapted serve the meta-initialisation.
+        result in; in the new state, tasks not adapted serve the attention prior and meta-learnt heads.
 
         Rejected (previous state keeps serving, ``reason`` says why) on any error, or if every task's support loss
         after adaptation is worse than the serving model's on the same frames. A task that got worse while others
@@ -323,7 +323,7 @@ class AdaptationEngine:
         return labels, classes, old_labels
 
     def reset(self) -> None:
-        """Serve the meta-initialisation again (identity attention, exported heads)."""
+        """Serve the unadapted model again (attention-prior multipliers, exported heads)."""
         with self._adapt_lock:
             self._state = self._base_state(self._state.version + 1)
 

@@ -39,6 +39,7 @@ demo: setup
 
 bench: setup
 	for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	echo "== bench/meta_step.py --heap system"; $(BIN)/python bench/meta_step.py --heap system
 
 clean:
 	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log

@@ -6,8 +6,11 @@ Methods run interleaved (one step each, in a rotating order, per round) so that 
 alike; the figure is the median step time. Targets (joint mode): AM >= 3x MAML-2nd steps/s, AM time <= 1.25x ANIL.
 One torch thread by default: on a 2-core machine shared with other jobs, OpenMP threads that spin-wait for a busy
 core make timings erratic (seconds of jitter per step); ``--threads 2`` measures absolute throughput on a quiet one.
+The process keeps freed memory in its heap as ``mtml-train`` does (:mod:`mtml_core.heap`); ``--heap system`` leaves
+glibc's defaults, under which every step re-faults its large activation buffers from the OS (that result goes to
+``meta_step_system_heap.json``). Peak resident memory is recorded with the timings.
 
-    python bench/meta_step.py [--rounds 12] [--warmup 2] [--threads 1]
+    python bench/meta_step.py [--rounds 12] [--warmup 2] [--threads 1] [--heap retain|system]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +27,7 @@ from pathlib import Path
 import torch
 
 from mtml_core.config import ModelConfig
+from mtml_core.heap import retain_freed_memory
 from mtml_core.meta import MetaConfig, MetaLearner, build_learner, model_config_for
 from mtml_core.model import MultiTaskModel
 
@@ -36,7 +41,7 @@ VARIANTS = (  # name, method, mode, first_order
     ("MAML-2nd", "maml", "literal", False),
     ("MAML-1st", "maml", "literal", True),
 )
-RESULTS = Path(__file__).resolve().parent / "results" / "meta_step.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_batch(generator: torch.Generator) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -64,8 +69,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="timed steps per method")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--heap", choices=("retain", "system"), default="retain",
+                        help="retain: keep freed memory for reuse, as mtml-train does (default); system: glibc's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    heap = args.heap
+    if heap == "retain" and not retain_freed_memory():
+        print("this C library has no mallopt: measuring with its own heap settings")
+        heap = "system"
     load_before = os.getloadavg()[0]
     batch = make_batch(torch.Generator().manual_seed(0))
     learners = {name: build(method, mode, fo) for name, method, mode, fo in VARIANTS}
@@ -89,6 +100,8 @@ def main() -> None:
     }
     targets = {"AM_joint_speedup_vs_MAML2 >= 3": ratios["AM_joint_speedup_vs_MAML2"] >= 3.0,
                "AM_joint_time_vs_ANIL <= 1.25": ratios["AM_joint_time_vs_ANIL"] <= 1.25}
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"heap: {heap}; peak resident memory {peak_rss_mb:.0f} MB")
     print(f"1-min load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)")
     print(f"{'method':<14}{'steps/s':>9}{'median s':>10}{'min s':>8}{'max s':>8}")
     for name, row in rows.items():
@@ -97,15 +110,17 @@ def main() -> None:
         print(f"{key:<30}{value:>8.2f}")
     for key, ok in targets.items():
         print(f"target {key:<32}{'met' if ok else 'MISSED'}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    out = RESULTS / ("meta_step.json" if args.heap == "retain" else "meta_step_system_heap.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
         "setup": {"way": WAY, "shot": SHOT, "query_per_class": QUERY, "episodes": EPISODES, "inner_steps": STEPS,
                   "input": [SIZE, SIZE], "backbone": "Conv-4-32", "rounds": args.rounds, "warmup": args.warmup,
-                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "heap": heap,
+                  "peak_rss_mb": peak_rss_mb,
                   "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                   "load_avg_1min": [load_before, os.getloadavg()[0]]},
         "methods": rows, "ratios": ratios, "targets_met": targets}, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

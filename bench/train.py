@@ -3,7 +3,7 @@
 Setup = the shipped default config (training/configs/default.yaml): 4 tasks, 96×128, Conv-4-32, 5-shot, the same
 meta-batches of real built-in-world episodes for every method (rendered before timing; the data time per step is
 reported separately). Methods run interleaved (one step each, rotating order) so that a noisy shared machine affects
-all alike; the figure is the median step time.
+all alike; the figure is the median step time. Freed memory stays in the heap, as in mtml-train (train.retain_heap).
 
     python bench/train.py [--rounds 6] [--warmup 1] [--threads N] [--meta-batch 1]
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from mtml_core.heap import retain_freed_memory
 from mtml_core.meta import MetaLearner, build_learner
 from mtml_core.model import MultiTaskModel
 from training import data, runconfig
@@ -52,6 +53,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = runconfig.load(None, [f"data.meta_batch={args.meta_batch}"])
+    heap = "retain" if cfg["train"]["retain_heap"] and retain_freed_memory() else "system"
     samplers = data.samplers(cfg, "train")
     total = args.warmup + args.rounds
     start = time.perf_counter()
@@ -85,7 +87,7 @@ def main() -> None:
                   "k_shot": cfg["data"]["k_shot"], "class_query": cfg["data"]["class_query"],
                   "domain_query": cfg["data"]["domain_query"], "meta_batch": args.meta_batch,
                   "inner_steps": cfg["meta"]["inner_steps"], "rounds": args.rounds, "warmup": args.warmup,
-                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "heap": heap,
                   "machine": platform.processor() or platform.machine()},
         "methods": rows, "ratios": ratios, "data_s_per_batch": data_s, "render_warmup_s": warm}, indent=2) + "\n")
     print(f"wrote {RESULTS}")

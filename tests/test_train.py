@@ -40,6 +40,7 @@ def test_overrides_parse_yaml_and_reach_the_config():
     ("meta.method=sgd", "method"),
     ("data.source=imagenet", "data.source"),
     ("data.pool=3", "data.pool"),
+    ("train.retain_heap=sometimes", "train.retain_heap"),
     ("inner_steps=5", "section.key=value"),
 ])
 def test_bad_overrides_are_refused_by_name(override, message):

@@ -39,6 +39,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_episodes": 4,
         "save_every": 50,
         "threads": 0,  # torch threads (0: torch's default)
+        "retain_heap": True,  # keep freed CPU memory for reuse: faster steps, higher resident memory (mtml_core.heap)
         "max_minutes": None,  # stop (and save) after this wall time
     },
     "eval": {
@@ -139,6 +140,8 @@ def check(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"data.pool={data['pool']} is smaller than k_shot + query")
     if not 0 <= float(data["omniglot_val_fraction"]) < 1:
         raise ValueError(f"data.omniglot_val_fraction: must be in [0, 1), got {data['omniglot_val_fraction']!r}")
+    if not isinstance(train["retain_heap"], bool):
+        raise ValueError(f"train.retain_heap: must be true or false, got {train['retain_heap']!r}")
     if train["max_minutes"] is not None and not float(train["max_minutes"]) > 0:
         raise ValueError(f"train.max_minutes: must be > 0 or null, got {train['max_minutes']!r}")
     if ev["batchnorm"] not in ("running", "batch"):

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from mtml_core.checkpoint import load_checkpoint, load_config, save_checkpoint
+from mtml_core.heap import retain_freed_memory
 from mtml_core.meta import Batch, MetaLearner, build_learner
 from mtml_core.model import MultiTaskModel
 from training import data as episodes
@@ -186,6 +187,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path, *, init: str | Path | None =
     run_dir = Path(run_dir)
     if cfg["train"]["threads"]:
         torch.set_num_threads(cfg["train"]["threads"])
+    if cfg["train"]["retain_heap"] and ctx.device.type == "cpu":
+        retain_freed_memory()
     try:
         run = Run(cfg, run_dir, ctx, init=Path(init) if init else None, freeze_backbone=freeze_backbone,
                   resume=resume)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import Executor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -67,32 +67,31 @@ class BagCamera(Node):
         self.connection = conns[0]
         qos = QoSProfile(depth=5) if p["reliable"] else qos_profile_sensor_data
         self.pub = self.create_publisher(Image, "image", qos)
-        self.executor_ = SingleThreadedExecutor()
-        self.executor_.add_node(self)
         timing = f"{self.rate:g} Hz" if self.rate else "the recorded timing"
         self.get_logger().info(
             f"replaying {self.connection.msgcount} frames of {self.connection.topic} from {path} at {timing}"
             f" on {self.pub.topic_name}{' in a loop' if self.loop else ''}"
         )
 
-    def _sleep_until(self, deadline: float) -> None:
-        """Serve ROS events (parameters, graph) until time.monotonic() reaches `deadline`."""
-        while (left := deadline - time.monotonic()) > 0:
-            self.executor_.spin_once(timeout_sec=min(left, 0.05))
+    def run(self, executor: Executor) -> int:
+        """Replay (forever with `loop`), serving ROS events on `executor` between frames; returns the frames sent."""
+        executor.add_node(self)
 
-    def run(self) -> int:
-        """Replay (forever with `loop`); returns the number of frames published."""
+        def sleep_until(deadline: float) -> None:
+            while (left := deadline - time.monotonic()) > 0:
+                executor.spin_once(timeout_sec=min(left, 0.05))
+
         while self.pub.get_subscription_count() < self.wait_subscribers:
-            self.executor_.spin_once(timeout_sec=0.05)
+            executor.spin_once(timeout_sec=0.05)
         sent, next_t = 0, time.monotonic()
         while True:
             first_stamp = None
             for _, stamp, raw in self.reader.messages(connections=[self.connection]):
                 if self.rate == 0:
                     first_stamp = stamp if first_stamp is None else first_stamp
-                    self._sleep_until(next_t + (stamp - first_stamp) * 1e-9)
+                    sleep_until(next_t + (stamp - first_stamp) * 1e-9)
                 else:
-                    self._sleep_until(next_t)
+                    sleep_until(next_t)
                     next_t += 1.0 / self.rate
                 msg = deserialize_message(raw, Image)
                 if self.restamp:
@@ -107,7 +106,6 @@ class BagCamera(Node):
     def destroy_node(self) -> None:
         """Close the bag with the node."""
         self.reader.close()
-        self.executor_.shutdown()
         super().destroy_node()
 
 
@@ -127,7 +125,7 @@ def main(args: list[str] | None = None) -> int:
     """Console entry point; exits 0 on Ctrl-C / shutdown, 2 on bad parameters."""
     argv = list(sys.argv if args is None else args)
     _cli(remove_ros_args(argv)[1:])
-    return spin.run("bag_camera", argv, BagCamera, spin=lambda node, _executor: node.run())
+    return spin.run("bag_camera", argv, BagCamera, spin=lambda node, executor: node.run(executor))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mtml.ros_env import FASTDDS_PROFILE, transport_env
+from mtml_core.backends.manifest import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "dds_transport.json"
@@ -151,9 +152,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "results": rows,
     }
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, OUT)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(OUT, result)
     print(f"saved {OUT.relative_to(ROOT)}")
     return 0
 

@@ -110,7 +110,7 @@ def main() -> None:
         print(f"{key:<30}{value:>8.2f}")
     for key, ok in targets.items():
         print(f"target {key:<32}{'met' if ok else 'MISSED'}")
-    out = RESULTS / ("meta_step.json" if args.heap == "retain" else "meta_step_system_heap.json")
+    out = RESULTS / ("meta_step.json" if heap == "retain" else "meta_step_system_heap.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "setup": {"way": WAY, "shot": SHOT, "query_per_class": QUERY, "episodes": EPISODES, "inner_steps": STEPS,

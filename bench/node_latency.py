@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
 from mtml.params import DEFAULT_MODEL  # noqa: E402
 from mtml.ros_env import ros_env  # noqa: E402
+from mtml_core.backends.manifest import write_json_atomic  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "node_latency.json"
 H, W = 480, 640
@@ -274,9 +275,7 @@ def main() -> int:
     print(f"targets at 30 Hz: p50 <= {TARGETS['p50_ms']:g} ms, p99 <= {TARGETS['p99_ms']:g} ms -> {verdict} "
           f"(1-min load average {result['machine']['load_avg_1min']:.1f})")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = OUT.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(result, indent=2))
-    os.replace(tmp_out, OUT)
+    write_json_atomic(OUT, result)
     print(f"saved {OUT.relative_to(ROOT)}")
     return 0
 

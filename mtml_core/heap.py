@@ -7,7 +7,7 @@ this was about a third of an AM meta-step (``bench/meta_step.py --heap system`` 
 and a high trim threshold the blocks stay in the heap and are reused from the second step on.
 
 The price is resident memory: the heap keeps its high-water mark (and some fragmentation) until the process ends.
-It is a process-wide setting, meant for the training, evaluation and benchmark entry points, never called on import.
+It is a process-wide setting, meant for the training and benchmark entry points, never called on import.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Episode sources for training and evaluation, by split: the built-in world (default) or Omniglot.
 
 Built-in world: scene-class episodes from the split's categories, depth / normals / VP episodes from the split's
-environments (train, val and test categories and environments are disjoint). Omniglot (class task only): the
-train archive's alphabets are split into train / val alphabets, the test archive's alphabets are the test split.
+environments (train, val and test categories and environments are disjoint). Omniglot (class task only): split by
+alphabet over the union of both archives (they may share alphabets): the alphabets only in the test archive are
+the test split, the train archive's alphabets are split into train / val alphabets.
 A meta-batch of step s holds the global episodes ``s * meta_batch + j``; rank r of a world of size W takes the
 episodes j ≡ r (mod W), so the union over ranks is the single-process meta-batch.
 """
@@ -21,7 +22,7 @@ from mtml_core.data.episodes import (
     SynthCategories,
     collate,
 )
-from mtml_core.data.loaders.omniglot import load_omniglot, omniglot_splits
+from mtml_core.data.loaders.omniglot import omniglot_union_splits
 from mtml_core.meta import Batch
 
 SPLITS = ("train", "val", "test")
@@ -35,10 +36,8 @@ def class_source(cfg: Mapping[str, Any], split: str) -> Any:
         raise ValueError(f"split: {split!r} is not one of {list(SPLITS)}")
     if data["source"] == "synth":
         return SynthCategories(split, hw, data["pool"])
-    if split == "test":
-        return load_omniglot(data["omniglot_test"])
     frac = float(data["omniglot_val_fraction"])
-    parts = omniglot_splits(load_omniglot(data["omniglot_train"]), (1.0 - frac, frac, 0.0))
+    parts = omniglot_union_splits(data["omniglot_train"], data["omniglot_test"], frac)
     if split not in parts:
         raise ValueError(f"omniglot: no alphabets left for the {split!r} split (omniglot_val_fraction={frac})")
     return parts[split]

@@ -1,7 +1,8 @@
 """Table 2 analogue on Omniglot: 5-way 1-shot and 5-shot, MAML vs ANIL vs AM vs P-AM, CE head and NIL accuracy.
 
-Trains on the alphabets of ``images_background_small1.zip`` (one alphabet held out for validation) and tests on
-the disjoint alphabets of ``images_background_small2.zip`` (``../shared/data/omniglot``). Presets: ``small``
+Splits by alphabet over the union of ``images_background_small1.zip`` and ``images_background_small2.zip``
+(``../shared/data/omniglot``; they share Greek and Latin): tests on the alphabets only small2 holds, trains on
+small1's alphabets with one held out for validation (``training.data.class_source``). Presets: ``small``
 (about 30 min on 2 CPU cores: Conv-4-32, 28×28, short training) and ``paper`` (GPU-sized: Conv-4-64, 60k
 meta-iterations, meta-batch 32, 600 test episodes).
 

@@ -26,15 +26,23 @@ PANEL_TITLES = ("RGB", "depth", "normals", "VP", "class")
 
 
 # -- camera_info ------------------------------------------------------------------------------------------------------
+K_LIMIT = 1e6  # pixels: no camera has a focal length or principal point beyond this
+
+
 def k_from_camera_info(msg: CameraInfo) -> tuple[np.ndarray, tuple[int, int]]:
-    """(K float32 (3, 3), (H, W)) of a CameraInfo; ValueError when it holds no usable pinhole K."""
-    k = np.asarray(msg.k, np.float64).reshape(3, 3)
+    """(K float32 (3, 3), (H, W)) of a CameraInfo; ValueError when it holds no usable pinhole K. Checked in float32,
+    the type it is used in: every entry finite and within ``K_LIMIT`` pixels, fx, fy > 0, last row (0, 0, 1)."""
     h, w = int(msg.height), int(msg.width)
     if h <= 0 or w <= 0:
         raise ValueError(f"camera_info: zero-size image ({w}x{h})")
-    if not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0 or not np.allclose(k[2], [0, 0, 1]):
-        raise ValueError(f"camera_info: K {k.ravel().tolist()} is not a pinhole matrix with fx, fy > 0")
-    return k.astype(np.float32), (h, w)
+    with np.errstate(over="ignore", invalid="ignore"):
+        k = np.asarray(msg.k, np.float64).astype(np.float32).reshape(3, 3)
+    if (not np.isfinite(k).all() or np.abs(k).max() > K_LIMIT or k[0, 0] <= 0 or k[1, 1] <= 0
+            or not np.array_equal(k[2], np.array([0, 0, 1], np.float32))):
+        shown = np.asarray(msg.k, np.float64).ravel().tolist()
+        raise ValueError(f"camera_info: K {shown} is not a pinhole matrix with 0 < fx, fy and every entry finite "
+                         f"and within {K_LIMIT:g} pixels")
+    return k, (h, w)
 
 
 def camera_info_msg(K: np.ndarray, size: tuple[int, int], header: Header) -> CameraInfo:
@@ -44,6 +52,14 @@ def camera_info_msg(K: np.ndarray, size: tuple[int, int], header: Header) -> Cam
     p[:, :3] = k
     return CameraInfo(header=header, height=int(size[0]), width=int(size[1]), distortion_model="plumb_bob",
                       d=[0.0] * 5, k=k.ravel().tolist(), r=np.eye(3).ravel().tolist(), p=p.ravel().tolist())
+
+
+def output_camera_info(K: np.ndarray, image_hw: tuple[int, int], out_hw: tuple[int, int],
+                       header: Header) -> CameraInfo:
+    """CameraInfo of an output image of size ``out_hw`` computed from a camera image of ``image_hw`` with
+    intrinsics ``K`` (the network resizes the whole image, so K scales with it; REP 118 / depth_image_proc)."""
+    k = K if tuple(image_hw) == tuple(out_hw) else scale_intrinsics(K, tuple(image_hw), tuple(out_hw))
+    return camera_info_msg(k, out_hw, header)
 
 
 # -- outputs ----------------------------------------------------------------------------------------------------------
@@ -73,6 +89,17 @@ def vp_confidence(dirs: np.ndarray) -> float:
     return float(np.clip(1.0 - cos.max(), 0.0, 1.0)) if np.isfinite(cos).all() else 0.0
 
 
+def finite_pixels(K: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 pixels (3, 2) of directions (NaN at infinity) and the at-infinity mask; a pixel too far out for
+    float32 counts as at infinity (NaN, never ±inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        uv, inf = project(K, np.asarray(dirs, np.float64), eps=1e-6)
+        uv = uv.astype(np.float32)
+    far = ~np.isfinite(uv).all(axis=1)
+    uv[far] = np.nan
+    return uv, inf | far
+
+
 def vp_msg(dirs: np.ndarray, header: Header, K: np.ndarray | None = None,
            confidence: float | None = None) -> VanishingPoints:
     """VanishingPoints of canonical directions (3, 3); pixels from K of the published image (NaN without K, or
@@ -86,8 +113,8 @@ def vp_msg(dirs: np.ndarray, header: Header, K: np.ndarray | None = None,
         msg.pixels = [float("nan")] * 6
         msg.at_infinity = [False] * 3
     else:
-        uv, inf = project(K, d, eps=1e-6)
-        msg.pixels = uv.astype(np.float32).ravel().tolist()
+        uv, inf = finite_pixels(K, d)
+        msg.pixels = uv.ravel().tolist()
         msg.at_infinity = [bool(v) for v in inf]
     msg.confidence = float(vp_confidence(d) if confidence is None else confidence)
     return msg
@@ -95,7 +122,7 @@ def vp_msg(dirs: np.ndarray, header: Header, K: np.ndarray | None = None,
 
 def scene_msg(scores: np.ndarray | None, names: Sequence[str], header: Header) -> SceneClass:
     """SceneClass from class probabilities over ``names`` (class_id -1 and empty label when there are none)."""
-    msg = SceneClass(header=header, labels=list(names))
+    msg = SceneClass(header=header, labels=[str(n) for n in names])
     if scores is None or len(scores) == 0:
         msg.class_id, msg.label, msg.score = -1, "", 0.0
         return msg
@@ -137,9 +164,8 @@ def vp_picture(rgb: np.ndarray, dirs: np.ndarray | None, K: np.ndarray | None) -
     the plain image without directions or K."""
     if dirs is None or K is None:
         return rgb.copy()
-    uv, inf = project(K, np.asarray(dirs, np.float64), eps=1e-6)
-    return vp_overlay(Frame(rgb=rgb, vp_dirs=np.asarray(dirs, np.float32), vp_pixels=uv.astype(np.float32),
-                            vp_at_infinity=inf))
+    uv, inf = finite_pixels(K, dirs)
+    return vp_overlay(Frame(rgb=rgb, vp_dirs=np.asarray(dirs, np.float32), vp_pixels=uv, vp_at_infinity=inf))
 
 
 def class_panel(size: tuple[int, int], scores: np.ndarray | None, names: Sequence[str], top: int = 3) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
 import mtml_core
 
@@ -21,23 +21,14 @@ DEFAULT_MODEL = Path(mtml_core.__file__).resolve().parent / "assets" / "default"
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 OUTPUT_RESOLUTIONS = ("model", "input")
+TRANSPORTS = ("raw", "compressed")
 
 Check = Callable[[Any], str | None]
+INT_MAX = 2**63 - 1  # ROS integer parameters are int64
 
 
 def _one_of(choices: Sequence[str]) -> Check:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
-
-
-def _at_least(lo: float, inclusive: bool = True) -> Check:
-    def check(v: float) -> str | None:
-        ok = v >= lo if inclusive else v > lo
-        return None if ok else f"must be {'>=' if inclusive else '>'} {lo:g}, got {v!r}"
-    return check
-
-
-def _between(lo: float, hi: float) -> Check:
-    return lambda v: None if lo <= v <= hi else f"must be in [{lo:g}, {hi:g}], got {v!r}"
 
 
 def _non_empty(v: str) -> str | None:
@@ -53,13 +44,26 @@ def _input_size(v: Sequence[int]) -> str | None:
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its default fixes the ROS type; ``check`` returns the problem or None."""
+    """One parameter: its default fixes the ROS type; ``bounds`` (lo, hi), inclusive, go into the descriptor
+    (so `ros2 param describe` shows them and rclpy enforces them); ``check`` returns any other problem or None."""
 
     name: str
     default: Any
     description: str
     check: Check | None = None
     read_only: bool = False
+    bounds: tuple[float, float] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ROS parameter descriptor: description, read-only flag, range."""
+        desc = ParameterDescriptor(description=self.description, read_only=self.read_only)
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if isinstance(self.default, int):
+                desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+            else:
+                desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+        return desc
 
 
 PARAMS: tuple[Param, ...] = (
@@ -69,7 +73,7 @@ PARAMS: tuple[Param, ...] = (
           _non_empty, read_only=True),
     Param("backend", "onnxruntime", "runtime backend: onnxruntime, torch or tensorrt", _one_of(BACKENDS),
           read_only=True),
-    Param("threads", 1, "onnxruntime intra-op threads (0 = one per core)", _at_least(0), read_only=True),
+    Param("threads", 1, "onnxruntime intra-op threads (0 = one per core)", read_only=True, bounds=(0, 256)),
     Param("device", "cpu", "torch backend device (cpu, cuda, cuda:N)", _non_empty, read_only=True),
     Param("tensorrt.precision", "fp16", "TensorRT engine precision: fp16 or fp32", _one_of(("fp16", "fp32")),
           read_only=True),
@@ -77,11 +81,16 @@ PARAMS: tuple[Param, ...] = (
     Param("tensorrt.force_rebuild", False, "rebuild TensorRT engines even when cached", read_only=True),
     Param("input_size", [0, 0], "network input [height, width]; must match the model ([0, 0] = the model's)",
           _input_size, read_only=True),
+    Param("transport", "raw", "camera input: 'raw' (sensor_msgs/Image on `image`) or 'compressed' "
+          "(sensor_msgs/CompressedImage, JPEG or PNG, on `image`/compressed)", _one_of(TRANSPORTS), read_only=True),
+    Param("max_image_pixels", 1920 * 1080, "largest camera frame or depth label (width x height) accepted; "
+          "larger ones are rejected before they are converted", bounds=(1, 7680 * 4320)),
     Param("output_resolution", "model", "publish depth/normals at the 'model' input size or the camera 'input' "
           "size", _one_of(OUTPUT_RESOLUTIONS)),
+    Param("fallback_hfov", 60.0, "horizontal field of view (degrees) assumed for ~/depth/camera_info until a "
+          "valid camera_info has arrived (principal point at the centre)", bounds=(1.0, 179.0)),
     Param("publish_overlay", False, "publish ~/overlay (rgb8 picture of the four outputs) while subscribed"),
-    Param("overlay_max_depth", 10.0, "depth (m) at the far end of the overlay's colour map",
-          _at_least(0.0, False)),
+    Param("overlay_max_depth", 10.0, "depth (m) at the far end of the overlay's colour map", bounds=(0.01, 1e4)),
     Param("use_depth_label", True, "subscribe to depth_label (32FC1 m / 16UC1 mm) for collected frames",
           read_only=True),
     Param("use_camera_info", True, "subscribe to camera_info (K for normals from depth and VP pixels)",
@@ -89,21 +98,27 @@ PARAMS: tuple[Param, ...] = (
     Param("use_vp_label", True, "subscribe to vp_label (VanishingPoints, time-matched) for collected frames",
           read_only=True),
     Param("label_sync_tolerance", 0.005, "largest |stamp difference| (s) between an image and its labels",
-          _at_least(0.0)),
-    Param("shots", 10, "labelled frames to collect per environment (collection then stops)", _between(1, 1000)),
-    Param("collect_rate", 2.0, "most frames per second added while collecting (0 = every frame)", _at_least(0.0)),
-    Param("inner_steps", 10, "inner-loop steps of an adaptation when the request says 0", _between(1, 1000)),
+          bounds=(0.0, 10.0)),
+    Param("shots", 10, "labelled frames to collect per environment (collection then stops)", bounds=(1, 1000)),
+    Param("collect_rate", 2.0, "most frames per second added while collecting (0 = every frame)",
+          bounds=(0.0, 1000.0)),
+    Param("inner_steps", 10, "inner-loop steps of an adaptation when the request says 0", bounds=(1, 1000)),
+    Param("max_inner_steps", 1000, "most inner-loop steps an adapt request may ask for", bounds=(1, 100000)),
+    Param("adapt_timeout", 120.0, "seconds an adaptation may take; a longer one is abandoned (the old state keeps "
+          "serving) and the adapt request answered with the reason", bounds=(0.1, 86400.0)),
     Param("adapt_threads", 1, "torch threads per adapting task (inference keeps the rest of the CPU)",
-          _between(1, 64), read_only=True),
-    Param("adapt_workers", 2, "tasks adapted in parallel", _between(1, 4), read_only=True),
-    Param("max_rate", 0.0, "most frames per second processed (0 = every frame that arrives)", _at_least(0.0)),
-    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", _at_least(0.0, False)),
+          read_only=True, bounds=(1, 64)),
+    Param("adapt_workers", 2, "tasks adapted in parallel", read_only=True, bounds=(1, 4)),
+    Param("max_rate", 0.0, "most frames per second processed (0 = every frame that arrives)", bounds=(0.0, 1000.0)),
+    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", bounds=(0.01, 3600.0)),
+    Param("warn_period", 5.0, "seconds between two logged warnings of the same kind (image, camera_info, "
+          "depth_label, ...); the others are counted", bounds=(0.0, 3600.0)),
     Param("profile_dir", "~/.ros/mtml/profiles", "directory of saved environment profiles", _non_empty,
           read_only=True),
     Param("auto_recognize", False, "periodically recognise the environment and load its profile"),
-    Param("recognize_period", 5.0, "seconds between automatic recognitions", _at_least(0.0, False)),
-    Param("recognize_frames", 5, "recent frames used by a recognition", _between(1, 50)),
-    Param("recognize_threshold", 0.8, "confidence needed to switch to a recognised profile", _between(0.0, 1.0)),
+    Param("recognize_period", 5.0, "seconds between automatic recognitions", bounds=(0.1, 86400.0)),
+    Param("recognize_frames", 5, "recent frames used by a recognition", bounds=(1, 50)),
+    Param("recognize_threshold", 0.8, "confidence needed to switch to a recognised profile", bounds=(0.0, 1.0)),
 )
 BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 
@@ -120,6 +135,8 @@ def problem(name: str, value: Any) -> str | None:
         ok = type(value) is want  # as rclpy: no int for a double, no bool for an integer
     if not ok:
         return f"expected {'a list of integers' if want is list else want.__name__}, got {value!r}"
+    if spec.bounds is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+        return f"must be in [{spec.bounds[0]:g}, {spec.bounds[1]:g}], got {value!r}"
     return None if spec.check is None else spec.check(value)
 
 
@@ -137,23 +154,27 @@ def validate(values: Mapping[str, Any]) -> dict[str, Any]:
 def declare(node: Any) -> dict[str, Any]:
     """Declare every parameter on ``node`` (values from --params-file / -p override the defaults), validate them,
     install the set-parameter check, and return the values; ValueError names a bad one."""
-    from rclpy.exceptions import InvalidParameterTypeException
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
     values = {}
     for p in PARAMS:
-        desc = ParameterDescriptor(description=p.description, read_only=p.read_only)
         try:
-            values[p.name] = node.declare_parameter(p.name, p.default, desc).value
+            values[p.name] = node.declare_parameter(p.name, p.default, p.descriptor()).value
         except InvalidParameterTypeException as exc:
             raise ValueError(f"parameter {p.name!r}: expected {type(p.default).__name__} ({exc})") from None
+        except InvalidParameterValueException as exc:  # out of the descriptor's range
+            raise ValueError(f"parameter {p.name!r}: {exc}") from None
     values = validate(values)
     node.add_on_set_parameters_callback(on_set)
     return values
 
 
 def on_set(params: Sequence[Any]) -> SetParametersResult:
-    """Set-parameter check: refuses the whole request with the first problem as the reason."""
+    """Set-parameter check: refuses the whole request with the first problem as the reason. Parameters not in
+    the table (rclpy's own, such as qos_overrides.*) are left to rclpy."""
     for p in params:
+        if p.name not in BY_NAME:
+            continue
         why = problem(p.name, p.value)
         if why is not None:
             return SetParametersResult(successful=False, reason=f"parameter {p.name!r}: {why}")

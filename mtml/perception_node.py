@@ -6,10 +6,14 @@ Every camera frame gets all four outputs; a few labelled frames of a new environ
         -r depth_label:=/camera/depth -r camera_info:=/camera/camera_info
 
 Thin adapter: messages in, `mtml_core.adapt.AdaptationEngine` calls, messages out. Every callback runs in one
-executor thread except the adaptation itself, which runs in a worker thread of its own while the adapt service
-(a coroutine in its own callback group) awaits it: frames keep flowing during an adaptation and the engine swaps
-the adapted state in atomically. rclpy's MultiThreadedExecutor is not used: it delayed frames by up to 0.7 s
-(bench/node_latency.py, closed loop). See docs/node.md for the topics and services.
+executor thread; the slow work runs in one background worker thread (lower CPU priority): building collected
+support frames (`mtml.collection`) and the adaptation itself, which the adapt service (a coroutine in its own
+callback group) awaits. Frames keep flowing meanwhile and the engine swaps the adapted state in atomically. rclpy's
+MultiThreadedExecutor is not used: it delayed frames by up to 0.7 s (bench/node_latency.py, closed loop).
+
+No input stops the node: malformed messages are rejected with a reason (logged at most once per `warn_period` per
+kind, see `mtml.throttle`), bad requests are answered with one, and an unexpected error in a callback is logged as
+an internal error instead of ending the process. See docs/node.md for the topics and services.
 """
 
 from __future__ import annotations
@@ -17,13 +21,12 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,63 +39,41 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.task import Future
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from mtml import messages, params, spin
-from mtml.image_conv import array_to_msg, depth_from_msg, rgb_from_msg
+from mtml.collection import Collector, Needs
+from mtml.image_conv import array_to_msg, check_size, depth_from_msg, rgb_from_compressed, rgb_from_msg
+from mtml.throttle import KINDS, Throttle, safe
 from mtml_core.adapt import AdaptationEngine, EngineConfig, check_name
 from mtml_core.adapt.labels import check_class_name, check_vp
-from mtml_core.backends.manifest import MANIFEST, sha256_file
-from mtml_core.checkpoint import CONFIG, WEIGHTS
-from mtml_core.export import export_run
+from mtml_core.data.geometry import intrinsics
+from mtml_core.export_cache import resolve_export
 
-PENDING_SECONDS = 1.0  # a frame to collect waits this long for its time-matched labels
-WARN_EVERY = 5.0  # seconds between two warnings with the same reason
 SWITCH_INTERVAL = 0.0005  # s, see main()
-ADAPT_NICE = 10  # the adaptation worker thread yields the CPU to inference (and to the rest of the robot)
+BACKGROUND_NICE = 10  # the worker thread yields the CPU to inference (and to the rest of the robot)
+CLOSE_WAIT = 3.0  # s the shutdown waits for the worker before exiting without it
+TIMED_OUT = object()  # result of a worker call that ran past its time limit
 
 
 def _background_priority() -> None:
     """Lower the calling thread's scheduling priority (Linux: nice is per thread); best effort elsewhere."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ADAPT_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
     except (OSError, AttributeError):
         pass
+    _WORKERS.append(threading.current_thread())
+
+
+_WORKERS: list[threading.Thread] = []  # the worker threads started (joined at shutdown)
 
 
 def stamp_ns(stamp: Any) -> int:
     """builtin_interfaces/Time as integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def resolve_model(value: str, cache_dir: str, log: Any) -> Path:
-    """The export to serve for a `model` parameter ('' = the shipped default): an export directory or manifest as
-    is; a checkpoint directory (model.safetensors + config.yaml, like the shipped default) exported once into
-    ``cache_dir``, keyed by the checkpoint's checksums, and reused afterwards."""
-    path = Path(os.path.expanduser(value)) if value else params.DEFAULT_MODEL
-    if path.is_file() or (path / MANIFEST).is_file():
-        return path
-    if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
-        raise ValueError(f"parameter 'model': {path} is neither an export (no {MANIFEST}) nor a checkpoint "
-                         f"({WEIGHTS} + {CONFIG})")
-    key = f"{sha256_file(path / WEIGHTS)[:16]}-{sha256_file(path / CONFIG)[:8]}"
-    target = Path(os.path.expanduser(cache_dir)) / key
-    if (target / MANIFEST).is_file():
-        log.info(f"checkpoint {path}: using the cached export {target}")
-        return target
-    log.info(f"checkpoint {path}: exporting it once to {target} (ONNX, takes a few seconds)")
-    tmp = target.with_name(f"{key}.tmp-{os.getpid()}")
-    try:
-        export_run(path, tmp)
-        tmp.rename(target)
-    except OSError:
-        if not (target / MANIFEST).is_file():  # else another process exported it meanwhile
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename
-    return target
 
 
 def build_engine(p: dict[str, Any], log: Any) -> AdaptationEngine:
@@ -108,9 +89,12 @@ def build_engine(p: dict[str, Any], log: Any) -> AdaptationEngine:
             opts["cache_dir"] = os.path.expanduser(p["tensorrt.cache_dir"])
     config = EngineConfig(steps=p["inner_steps"], buffer_size=1000, switch_confidence=p["recognize_threshold"],
                           adapt_threads=p["adapt_threads"], adapt_workers=p["adapt_workers"])
-    model = p["model"] or str(params.DEFAULT_MODEL)
+    model = Path(os.path.expanduser(p["model"])) if p["model"] else params.DEFAULT_MODEL
     try:
-        export = resolve_model(p["model"], p["export_cache_dir"], log)
+        export = resolve_export(model, Path(os.path.expanduser(p["export_cache_dir"])), log.info)
+    except ValueError as exc:
+        raise ValueError(f"parameter 'model': {exc}") from None
+    try:
         engine = AdaptationEngine.from_export(export, p["backend"], Path(os.path.expanduser(p["profile_dir"])),
                                               config, **opts)
     except (OSError, ImportError, RuntimeError) as exc:
@@ -123,17 +107,9 @@ def build_engine(p: dict[str, Any], log: Any) -> AdaptationEngine:
     return engine
 
 
-@dataclass
-class Collecting:
-    """An open collection: labels that apply to every frame, and frames waiting for their time-matched labels."""
-
-    env: str
-    class_name: str | None
-    vp_dirs: np.ndarray | None
-    last_stamp: int = -(10**18)
-    pending: deque = field(default_factory=lambda: deque(maxlen=8))  # (stamp_ns, arrival, rgb)
-    errors: int = 0
-    last_error: str = ""
+def _qos_overridable() -> QoSOverridingOptions:
+    """History, depth and reliability settable per topic with `qos_overrides.<topic>.<pub|sub>.<policy>`."""
+    return QoSOverridingOptions.with_default_policies()
 
 
 class PerceptionNode(Node):
@@ -142,51 +118,63 @@ class PerceptionNode(Node):
     def __init__(self) -> None:
         super().__init__("perception_node")
         self.p = params.declare(self)
-        self.adapt_worker = ThreadPoolExecutor(1, "mtml-adapt", initializer=_background_priority)
+        self.throttle = Throttle(self.get_logger().warning, self.p["warn_period"])
+        self.worker = ThreadPoolExecutor(1, "mtml-worker", initializer=_background_priority)
         self.engine = build_engine(self.p, self.get_logger())
         self.add_post_set_parameters_callback(self._after_set)
-        self.collecting: Collecting | None = None
+        self.collector = Collector(self._build_frame, self.worker)
         self.last_env: str | None = None
         self.adapting: str | None = None
         self.last_adapt = "none yet"
-        self.infos: deque = deque(maxlen=30)  # (stamp_ns, (K, (H, W)))
-        self.depth_labels: deque = deque(maxlen=30)  # (stamp_ns, Image)
-        self.vp_labels: deque = deque(maxlen=30)  # (stamp_ns, (3, 3) directions)
         self.recent: deque = deque(maxlen=self.p["recognize_frames"])
         self.latencies: deque = deque(maxlen=300)  # (monotonic time, receive->publish s, stamp age s)
         self.counts = {"received": 0, "published": 0, "rejected": 0}
         self.last_processed = 0.0
-        self.warned: dict[str, float] = {}
+        self.closing = False
+        self.done_lock = threading.Lock()  # worker results vs. time-outs vs. shutdown
 
+        overridable = _qos_overridable()
         sensor = QoSProfile(history=qos_profile_sensor_data.history, depth=1,
                             reliability=qos_profile_sensor_data.reliability,
                             durability=qos_profile_sensor_data.durability)
         if self.p["use_depth_label"]:
-            self.create_subscription(Image, "depth_label", self.on_depth_label, qos_profile_sensor_data)
+            self.create_subscription(Image, "depth_label", self._guard("depth_label", self.on_depth_label),
+                                     qos_profile_sensor_data, qos_overriding_options=overridable)
         if self.p["use_camera_info"]:
-            self.create_subscription(CameraInfo, "camera_info", self.on_camera_info, qos_profile_sensor_data)
+            self.create_subscription(CameraInfo, "camera_info", self._guard("camera_info", self.on_camera_info),
+                                     qos_profile_sensor_data, qos_overriding_options=overridable)
         if self.p["use_vp_label"]:
-            self.create_subscription(VanishingPoints, "vp_label", self.on_vp_label, QoSProfile(depth=10))
+            self.create_subscription(VanishingPoints, "vp_label", self._guard("vp_label", self.on_vp_label),
+                                     QoSProfile(depth=10), qos_overriding_options=overridable)
         # created after the label subscriptions: when an image and its camera_info are both waiting, the executor
         # (which takes subscriptions in creation order) takes the camera_info first
-        self.create_subscription(Image, "image", self.on_image, sensor)
+        on_image = self._guard("image", self.on_image)
+        if self.p["transport"] == "compressed":  # image_transport's name for it: <image topic>/compressed
+            self.create_subscription(CompressedImage, self.resolve_topic_name("image") + "/compressed", on_image,
+                                     sensor, qos_overriding_options=overridable)
+        else:
+            self.create_subscription(Image, "image", on_image, sensor, qos_overriding_options=overridable)
         out = QoSProfile(depth=2)
-        self.pub_depth = self.create_publisher(Image, "~/depth", out)
-        self.pub_normals = self.create_publisher(Image, "~/normals", out)
-        self.pub_vp = self.create_publisher(VanishingPoints, "~/vanishing_points", out)
-        self.pub_scene = self.create_publisher(SceneClass, "~/scene", out)
-        self.pub_overlay = self.create_publisher(Image, "~/overlay", out)
+        self.pub_depth = self.create_publisher(Image, "~/depth", out, qos_overriding_options=overridable)
+        self.pub_info = self.create_publisher(CameraInfo, "~/depth/camera_info", out,
+                                              qos_overriding_options=overridable)
+        self.pub_normals = self.create_publisher(Image, "~/normals", out, qos_overriding_options=overridable)
+        self.pub_vp = self.create_publisher(VanishingPoints, "~/vanishing_points", out,
+                                            qos_overriding_options=overridable)
+        self.pub_scene = self.create_publisher(SceneClass, "~/scene", out, qos_overriding_options=overridable)
+        self.pub_overlay = self.create_publisher(Image, "~/overlay", out, qos_overriding_options=overridable)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=5))
-        self.create_service(Collect, "~/collect", self.on_collect)
-        self.create_service(Profile, "~/profiles", self.on_profiles)
-        self.create_service(Recognize, "~/recognize", self.on_recognize)
+        self.create_service(Collect, "~/collect", self._guard_service(self.on_collect))
+        self.create_service(Profile, "~/profiles", self._guard_service(self.on_profiles))
+        self.create_service(Recognize, "~/recognize", self._guard_service(self.on_recognize))
         # one adaptation at a time; its coroutine waits for the worker thread without holding up other callbacks
         self.create_service(Adapt, "~/adapt", self.on_adapt, callback_group=MutuallyExclusiveCallbackGroup())
-        self.adapt_done = self.create_guard_condition(lambda: None)  # wakes the executor when the worker is done
-        self.collect_timer = self.create_timer(0.05, self.collect_step)
+        self.worker_done = self.create_guard_condition(lambda: None)  # wakes the executor when the worker is done
+        self.collect_timer = self.create_timer(0.05, self._guard("collect", self.collect_step))
         self.collect_timer.cancel()
         self.diag_timer = self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
-        self.recognize_timer = self.create_timer(self.p["recognize_period"], self.auto_recognize)
+        self.recognize_timer = self.create_timer(self.p["recognize_period"],
+                                                 self._guard("recognize", self.auto_recognize))
         man = self.engine.backend.manifest
         # The model, torch and ROS objects live as long as the node: keep the collector from walking them (a full
         # collection holds the GIL, i.e. stalls inference, for tens of ms).
@@ -196,16 +184,38 @@ class PerceptionNode(Node):
                                f"{self.engine.profiles.root}; node code in {Path(__file__).parent}")
 
     # -- helpers -------------------------------------------------------------------------------------------------------
-    def warn(self, reason: str) -> None:
-        """Log a warning, at most once per WARN_EVERY seconds for the same reason."""
-        now = time.monotonic()
-        if now - self.warned.get(reason, -WARN_EVERY) >= WARN_EVERY:
-            self.warned[reason] = now
-            self.get_logger().warning(reason)
+    def warn(self, kind: str, reason: str) -> None:
+        """A rate-limited warning of one of `mtml.throttle.KINDS`."""
+        self.throttle.warn(kind, reason)
+
+    def _guard(self, kind: str, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` for a subscription or timer: an unexpected error is logged (as an internal error) instead of
+        ending the node."""
+        def run(*args: Any) -> None:
+            if self.closing:
+                return
+            try:
+                fn(*args)
+            except Exception as exc:  # no input may stop the node; the reason goes to the log
+                self.warn("internal", f"{kind}: internal error {type(exc).__name__}: {safe(str(exc))}")
+        return run
+
+    def _guard_service(self, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """``fn`` for a service: an unexpected error is answered (success false, the reason) and logged."""
+        def run(req: Any, res: Any) -> Any:
+            try:
+                return fn(req, res)
+            except Exception as exc:  # no request may stop the node
+                res.success, res.message = False, f"internal error {type(exc).__name__}: {safe(str(exc))}"
+                self.warn("internal", f"{fn.__name__}: {res.message}")
+                return res
+        return run
 
     def _after_set(self, changed: list) -> None:
         """Apply parameters that were accepted while running."""
         for prm in changed:
+            if prm.name not in params.BY_NAME:
+                continue
             self.p[prm.name] = prm.value
             if prm.name == "recognize_frames":
                 self.recent = deque(self.recent, maxlen=prm.value)
@@ -213,6 +223,8 @@ class PerceptionNode(Node):
                 self.engine.config.switch_confidence = prm.value
             elif prm.name == "inner_steps":
                 self.engine.config.steps = prm.value
+            elif prm.name == "warn_period":
+                self.throttle.period = prm.value
             elif prm.name == "diagnostics_period":
                 self.diag_timer.timer_period_ns = int(prm.value * 1e9)
                 self.diag_timer.reset()
@@ -222,40 +234,44 @@ class PerceptionNode(Node):
 
     def camera_k(self, stamp: int, hw: tuple[int, int]) -> np.ndarray | None:
         """K of the camera_info with the image's stamp (else the latest one), when it is for images of size ``hw``."""
-        if not self.infos:
+        infos = self.collector.infos
+        if not len(infos):
             return None
-        K, size = self._match(self.infos, stamp) or self.infos[-1][1]
+        K, size = infos.match(stamp, self.p["label_sync_tolerance"] * 1e9) or infos.latest()
         if size != hw:
-            self.warn(f"camera_info is for {size[1]}x{size[0]} images but the image is {hw[1]}x{hw[0]}: ignored")
+            self.warn("camera_info", f"camera_info is for {size[1]}x{size[0]} images but the image is "
+                                     f"{hw[1]}x{hw[0]}: ignored")
             return None
         return K
 
     # -- inference -----------------------------------------------------------------------------------------------------
-    def on_image(self, msg: Image) -> None:
-        """Run the model on a frame and publish all outputs with the frame's header."""
+    def on_image(self, msg: Image | CompressedImage) -> None:
+        """Run the model on a frame and publish all outputs (and the depth image's camera_info) with its header."""
         t0 = time.monotonic()
         self.counts["received"] += 1
         if self.p["max_rate"] > 0 and t0 - self.last_processed < 1.0 / self.p["max_rate"]:
             return
         try:
-            rgb = rgb_from_msg(msg)
-        except ValueError as exc:
-            self.counts["rejected"] += 1
-            self.warn(f"image rejected: {exc}")
-            return
-        self.last_processed = t0
-        try:
+            if isinstance(msg, CompressedImage):
+                rgb = rgb_from_compressed(msg, self.p["max_image_pixels"])
+            else:
+                rgb = rgb_from_msg(msg, self.p["max_image_pixels"])
+            self.last_processed = t0
             pred = self.engine.infer(rgb)
         except ValueError as exc:
             self.counts["rejected"] += 1
-            self.warn(f"image rejected by the model: {exc}")
+            self.warn("image", f"image rejected: {exc}")
             return
         hw = rgb.shape[:2]
         stamp = stamp_ns(msg.header.stamp)
         K = self.camera_k(stamp, hw)
         size = hw if self.p["output_resolution"] == "input" else None
         header = msg.header
-        self.pub_depth.publish(messages.depth_msg(pred.depth, header, size))
+        depth = messages.depth_msg(pred.depth, header, size)
+        out_hw = (depth.height, depth.width)
+        self.pub_info.publish(messages.output_camera_info(
+            K if K is not None else intrinsics(self.p["fallback_hfov"], hw), hw, out_hw, header))
+        self.pub_depth.publish(depth)
         self.pub_normals.publish(messages.normals_msg(pred.normals, header, size))
         self.pub_vp.publish(messages.vp_msg(pred.vp_dirs, header, K))
         self.pub_scene.publish(messages.scene_msg(pred.class_scores, pred.class_names, header))
@@ -268,99 +284,71 @@ class PerceptionNode(Node):
                                      pred.class_names, self.p["overlay_max_depth"], height=min(240, hw[0]))
             self.pub_overlay.publish(array_to_msg(picture, "rgb8", header))
         self.recent.append(rgb)
-        c = self.collecting
-        if c is not None:
-            rate = self.p["collect_rate"]
-            if rate == 0 or stamp - c.last_stamp >= 1e9 / rate:
-                c.last_stamp = stamp
-                c.pending.append((stamp, t0, np.array(rgb)))
+        self.collector.offer(stamp, t0, rgb)
 
     # -- labels --------------------------------------------------------------------------------------------------------
     def on_depth_label(self, msg: Image) -> None:
-        """Keep recent depth labels for time matching (decoded when a frame is collected)."""
-        self.depth_labels.append((stamp_ns(msg.header.stamp), msg))
+        """Keep depth labels while collecting, for time matching (decoded in the worker when a frame is collected)."""
+        if self.collector.current is None:
+            return
+        try:
+            check_size(int(msg.height), int(msg.width), self.p["max_image_pixels"])
+        except ValueError as exc:
+            self.warn("depth_label", f"depth label rejected: {exc}")
+            return
+        self.collector.add_depth(stamp_ns(msg.header.stamp), msg)
 
     def on_vp_label(self, msg: VanishingPoints) -> None:
-        """Keep recent vanishing-direction labels for time matching."""
-        dirs = np.array([[d.x, d.y, d.z] for d in msg.directions], np.float32)
-        self.vp_labels.append((stamp_ns(msg.header.stamp), dirs))
+        """Keep vanishing-direction labels while collecting, for time matching."""
+        if self.collector.current is None:
+            return
+        if len(msg.directions) != 3:
+            self.warn("vp_label", f"vp_label rejected: {len(msg.directions)} directions, expected 3")
+            return
+        dirs = np.array([[d.x, d.y, d.z] for d in msg.directions], np.float64)
+        try:
+            if not (np.isfinite(dirs).all() and np.abs(dirs).max() < 1e6):
+                raise ValueError("directions must be finite")
+            dirs = check_vp(dirs.astype(np.float32))
+        except ValueError as exc:
+            self.warn("vp_label", f"vp_label rejected: {exc}")
+            return
+        self.collector.add_vp(stamp_ns(msg.header.stamp), dirs)
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         """Keep recent valid intrinsics for time matching."""
         try:
-            self.infos.append((stamp_ns(msg.header.stamp), messages.k_from_camera_info(msg)))
+            self.collector.infos.add(stamp_ns(msg.header.stamp), messages.k_from_camera_info(msg))
         except ValueError as exc:
-            self.warn(str(exc))
+            self.warn("camera_info", str(exc))
 
-    def _match(self, store: deque, stamp: int) -> Any:
-        """The label closest in time to ``stamp`` within the tolerance, or None."""
-        tol = self.p["label_sync_tolerance"] * 1e9
-        best = min(list(store), key=lambda item: abs(item[0] - stamp), default=None)
-        return best[1] if best is not None and abs(best[0] - stamp) <= tol else None
+    def _needs(self) -> Needs:
+        """Labels a collected frame waits for: those that have a publisher."""
+        def published(topic: str) -> bool:
+            return self.count_publishers(self.resolve_topic_name(topic)) > 0
+
+        depth = self.p["use_depth_label"] and published("depth_label")
+        return Needs(depth=depth, vp=self.p["use_vp_label"] and published("vp_label"),
+                     k=depth and self.p["use_camera_info"] and published("camera_info"))
 
     def collect_step(self) -> None:
-        """Turn collected frames whose labels have arrived into support frames (timer while collecting)."""
-        c = self.collecting
-        if c is None:
-            return
-        todo, c.pending = list(c.pending), deque(maxlen=c.pending.maxlen)
-        need_depth = self.p["use_depth_label"] and self.count_publishers(self._resolved("depth_label")) > 0
-        need_vp = c.vp_dirs is None and self.p["use_vp_label"] and self.count_publishers(
-            self._resolved("vp_label")) > 0
-        # normals come from depth + the K of the frame's own camera_info (intrinsics may change frame to frame)
-        need_k = need_depth and self.p["use_camera_info"] and self.count_publishers(self._resolved("camera_info")) > 0
-        keep = []
-        for stamp, arrival, rgb in todo:
-            if self.collecting is not c:  # stopped (enough frames, or by request) meanwhile
-                return
-            labels = {"depth_label": self._match(self.depth_labels, stamp) if need_depth else None,
-                      "vp_label": self._match(self.vp_labels, stamp) if need_vp else c.vp_dirs,
-                      "camera_info": self._match(self.infos, stamp) if need_k else None}
-            missing = [k for k, needed in (("depth_label", need_depth), ("vp_label", need_vp), ("camera_info", need_k))
-                       if needed and labels[k] is None]
-            if missing:
-                if time.monotonic() - arrival < PENDING_SECONDS:
-                    keep.append((stamp, arrival, rgb))
-                else:
-                    self._collect_error(c, f"no {' / '.join(missing)} within {self.p['label_sync_tolerance']} s of "
-                                           f"the image stamp: frame not collected")
-                continue
-            info = labels["camera_info"]
-            if info is not None and info[1] != rgb.shape[:2]:
-                self._collect_error(c, f"camera_info is for {info[1][1]}x{info[1][0]} images but the image is "
-                                       f"{rgb.shape[1]}x{rgb.shape[0]}: frame not collected")
-                continue
-            self._add(c, rgb, labels["depth_label"], None if info is None else info[0], labels["vp_label"])
-        c.pending.extendleft(reversed(keep))
-
-    def _resolved(self, topic: str) -> str:
-        return self.resolve_topic_name(topic)
-
-    def _collect_error(self, c: Collecting, reason: str) -> None:
-        c.errors += 1
-        c.last_error = reason
-        self.warn(f"collect {c.env}: {reason}")
-
-    def _add(self, c: Collecting, rgb: np.ndarray, depth_label: Image | None, K: np.ndarray | None,
-             vp: np.ndarray | None) -> None:
-        """Hand one labelled frame to the engine; stop collecting once `shots` frames are held."""
-        try:
-            depth = None if depth_label is None else depth_from_msg(depth_label)
-            if depth is None and vp is None and c.class_name is None:
-                raise ValueError("frame has no label (no depth_label, vp_label, class label or vanishing directions)")
-            n = self.engine.add_frame(c.env, rgb, depth=depth, K=K if depth is not None else None,
-                                      class_name=c.class_name, vp_dirs=vp)
-        except ValueError as exc:
-            self._collect_error(c, f"frame rejected: {exc}")
-            return
-        if n >= self.p["shots"]:
-            self._stop_collecting(c)
-            self.get_logger().info(f"collected {n} frames for {c.env}; collection stopped")
-
-    def _stop_collecting(self, c: Collecting) -> None:
-        if self.collecting is c:
-            self.collecting = None
+        """Timer while collecting: hand labelled frames to the worker, pick up its results."""
+        for level, text in self.collector.step(self._needs(), self.p["label_sync_tolerance"], time.monotonic()):
+            if level == "info":
+                self.get_logger().info(text)
+            else:
+                self.warn("collect", text)
+        if not self.collector.active:
             self.collect_timer.cancel()
+
+    def _build_frame(self, env: str, rgb: np.ndarray, depth_label: Image | None, K: np.ndarray | None,
+                     class_name: str | None, vp: np.ndarray | None) -> int:
+        """Worker thread: decode the depth label and add the labelled frame to the engine; returns the count."""
+        depth = None if depth_label is None else depth_from_msg(depth_label, self.p["max_image_pixels"])
+        if depth is None and vp is None and class_name is None:
+            raise ValueError("frame has no label (no depth_label, vp_label, class label or vanishing directions)")
+        return self.engine.add_frame(env, rgb, depth=depth, K=K if depth is not None else None,
+                                     class_name=class_name, vp_dirs=vp)
 
     # -- services ------------------------------------------------------------------------------------------------------
     def _not_adapting(self) -> None:
@@ -368,77 +356,120 @@ class PerceptionNode(Node):
         if self.adapting is not None:
             raise ValueError(f"adapting {self.adapting} right now: load a profile when it is done")
 
-    async def _in_worker(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` in the adaptation worker thread and await it without blocking the executor."""
+    async def _in_worker(self, timeout: float, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in the worker thread and await it without blocking the executor; TIMED_OUT after
+        ``timeout`` s (the call itself runs on)."""
         future = Future()
+
+        def finish(result: Any = None, exc: BaseException | None = None) -> None:
+            with self.done_lock:
+                if future.done() or self.closing:
+                    return
+                if exc is not None:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+                self.worker_done.trigger()
 
         def work() -> None:
             try:
-                future.set_result(fn(*args))
+                finish(fn(*args))
             except Exception as exc:  # handed to the awaiting service callback
-                future.set_exception(exc)
-            self.adapt_done.trigger()
+                finish(exc=exc)
 
-        self.adapt_worker.submit(work)
-        return await future
+        timer = self.create_timer(timeout, lambda: finish(TIMED_OUT))
+        self.worker.submit(work)
+        try:
+            return await future
+        finally:
+            self.destroy_timer(timer)
 
     def on_collect(self, req: Collect.Request, res: Collect.Response) -> Collect.Response:
         """Start (clearing the environment's frames) or stop collecting labelled frames."""
         try:
             env = check_name(req.environment)
             class_name = check_class_name(req.class_label) if req.class_label else None
-            vp = check_vp(np.asarray(req.vanishing_directions, np.float32).reshape(3, 3)) if req.has_vanishing \
-                else None
+            vp = None
+            if req.has_vanishing:
+                dirs = np.asarray(req.vanishing_directions, np.float32).reshape(3, 3)
+                if not np.isfinite(dirs).all():
+                    raise ValueError("vanishing_directions: vp_dirs must be finite")
+                vp = check_vp(dirs)
         except ValueError as exc:
             res.success, res.message = False, str(exc)
             return res
         if not req.start:
-            c = self.collecting
-            if c is None or c.env != env:
+            c = self.collector.stop(env)
+            if c is None:
                 res.success, res.message = False, f"not collecting for {env!r}"
-            else:
-                self.collect_step()
-                self._stop_collecting(c)
+            elif c is self.collector.finished:
                 res.success = True
-                res.message = f"stopped collecting for {env}" + (f" (last problem: {c.last_error})"
-                                                                 if c.last_error else "")
-            res.frames = self.engine.buffer.count(env)
+                res.message = f"collection for {env} had already stopped by itself with {c.added} frames"
+            else:
+                res.success = True
+                res.message = (f"stopped collecting for {env}" + (f" ({c.in_flight} frames still being added)"
+                                                                  if c.in_flight else "")
+                               + (f" (last problem: {c.last_error})" if c.last_error else ""))
+            res.frames = self.engine.buffer.count(env) + (c.in_flight if c is not None else 0)
             return res
         if self.adapting == env:
             res.success, res.message = False, f"adapting {env!r} right now: collect again when it is done"
             return res
         self.engine.buffer.clear(env)
-        self.collecting = Collecting(env, class_name, vp)
+        self.collector.start(env, class_name, vp, self.p["shots"], self.p["collect_rate"])
         self.last_env = env
         self.collect_timer.reset()
         res.success, res.frames = True, 0
         res.message = f"collecting up to {self.p['shots']} frames for {env}"
         return res
 
+    def _check_adapt(self, req: Adapt.Request) -> tuple[str, int]:
+        """The environment and step count of an adapt request; ValueError says what is wrong with it."""
+        top = self.p["max_inner_steps"]
+        if not 0 <= req.inner_steps <= top:
+            raise ValueError(f"inner_steps must be in [0, {top}] (0 = the inner_steps parameter), got "
+                             f"{req.inner_steps}")
+        if self.adapting is not None:
+            raise ValueError(f"adapting {self.adapting} right now: one adaptation at a time")
+        if not (req.environment or self.last_env):
+            raise ValueError("no environment given and none collected yet")
+        return check_name(req.environment or self.last_env), req.inner_steps or self.p["inner_steps"]
+
     async def on_adapt(self, req: Adapt.Request, res: Adapt.Response) -> Adapt.Response:
         """Adapt to the collected frames in the worker thread; inference keeps running meanwhile."""
-        steps = req.inner_steps or self.p["inner_steps"]
         try:
-            if not (req.environment or self.last_env):
-                raise ValueError("no environment given and none collected yet")
-            env = check_name(req.environment or self.last_env)
-            if steps < 0:
-                raise ValueError(f"inner_steps must be >= 0, got {steps}")
+            env, steps = self._check_adapt(req)
         except ValueError as exc:
             res.success, res.message = False, str(exc)
             return res
-        c = self.collecting
+        c = self.collector.current
         if c is not None and c.env == env:
-            self._stop_collecting(c)
-        self.adapting = env
+            self.collector.stop(env)  # frames still with the worker are added before the adaptation starts
+        timeout = self.p["adapt_timeout"]
         self.get_logger().info(f"adapting {env}: {self.engine.buffer.count(env)} frames, {steps} steps")
+
+        def adapt() -> Any:
+            try:
+                return self.engine.adapt(env, steps)
+            finally:
+                self.adapting = None  # also when nobody waits for the result any more (timed out)
+
+        self.adapting = env
         try:
-            result = await self._in_worker(self.engine.adapt, env, steps)
+            result = await self._in_worker(timeout, adapt)
         except ValueError as exc:
             res.success, res.message = False, str(exc)
             return res
-        finally:
-            self.adapting = None
+        except Exception as exc:  # no request may stop the node
+            res.success, res.message = False, f"adaptation failed: internal error {type(exc).__name__}: {exc}"
+            return res
+        if result is TIMED_OUT:
+            res.success = False
+            res.message = (f"adaptation of {env} took longer than adapt_timeout = {timeout:g} s: not waited for "
+                           "(it ends within max_inner_steps steps; profile loads are refused until then)")
+            self.last_adapt = f"{env}: timed out"
+            self.get_logger().warning(res.message)
+            return res
         res.success, res.seconds = result.accepted, float(result.seconds)
         res.tasks = list(result.tasks)
         res.loss_before = [float(s.loss_before) for s in result.tasks.values()]
@@ -454,29 +485,29 @@ class PerceptionNode(Node):
         return res
 
     def on_profiles(self, req: Profile.Request, res: Profile.Response) -> Profile.Response:
-        """save / load / list / delete environment profiles."""
+        """save / load / list / delete environment profiles (LIST ignores the name)."""
         cmd = req.command
         try:
-            # a name is checked before anything else (SAVE may leave it empty: the adapted environment's name)
-            name = check_name(req.name) if req.name or cmd in (Profile.Request.LOAD, Profile.Request.DELETE) else None
-            if cmd == Profile.Request.SAVE:
-                path = self.engine.save_profile(name)
+            if cmd == Profile.Request.LIST:
+                res.message = "profiles listed"
+            elif cmd == Profile.Request.SAVE:  # an empty name: the adapted environment's name
+                path = self.engine.save_profile(check_name(req.name) if req.name else None)
                 res.message = f"saved {path.stem} to {path.parent}"
             elif cmd == Profile.Request.LOAD:
+                name = check_name(req.name)
                 self._not_adapting()
                 self.engine.load_profile(name)
                 res.message = f"serving profile {name}"
             elif cmd == Profile.Request.DELETE:
+                name = check_name(req.name)
                 self.engine.delete_profile(name)
                 res.message = f"deleted profile {name}"
-            elif cmd == Profile.Request.LIST:
-                res.message = "profiles listed"
             else:
-                raise ValueError(f"unknown command {cmd!r} (save, load, list, delete)")
+                raise ValueError(f"unknown command {safe(cmd, 32)} (save, load, list, delete)")
             res.success = True
-        except (ValueError, FileNotFoundError, OSError) as exc:
+        except (ValueError, OSError) as exc:
             res.success, res.message = False, str(exc)
-        res.names = [s["name"] for s in self.engine.list_profiles()]
+        res.names = [str(s["name"]) for s in self.engine.list_profiles()]
         return res
 
     def on_recognize(self, req: Recognize.Request, res: Recognize.Response) -> Recognize.Response:
@@ -506,7 +537,7 @@ class PerceptionNode(Node):
         try:
             r = self.engine.recognize(list(self.recent), switch=True)
         except (ValueError, OSError) as exc:
-            self.warn(f"auto-recognition: {exc}")
+            self.warn("recognize", f"auto-recognition: {exc}")
             return
         if r.switched:
             self.get_logger().info(f"recognised {r.best} (confidence {r.confidence:.2f}): profile loaded")
@@ -516,16 +547,15 @@ class PerceptionNode(Node):
         """idle | collecting <env> n/shots | adapting <env>."""
         if self.adapting is not None:
             return f"adapting {self.adapting}"
-        c = self.collecting
-        if c is not None:
-            return f"collecting {c.env} {self.engine.buffer.count(c.env)}/{self.p['shots']}"
-        return "idle"
+        return self.collector.state() or "idle"
 
     def publish_diagnostics(self) -> None:
-        """/diagnostics: rate, latency, backend, active environment, adaptation state."""
+        """/diagnostics: rate, latency, backend, active environment, adaptation state, problems by kind."""
+        if self.closing:
+            return
         now = time.monotonic()
-        window = [x for x in list(self.latencies) if now - x[0] <= max(self.p["diagnostics_period"], 1.0)]
         span = max(self.p["diagnostics_period"], 1.0)
+        window = [x for x in list(self.latencies) if now - x[0] <= span]
         lat = np.array([x[1] for x in window]) * 1e3
         age = np.array([x[2] for x in window]) * 1e3
         state = self.engine.state
@@ -541,12 +571,30 @@ class PerceptionNode(Node):
             "adaptation_state": self.state_text(),
             "last_adaptation": self.last_adapt,
             **{f"frames_{k}": v for k, v in self.counts.items()},
+            **{f"problems_{k}": self.throttle.total[k] for k in KINDS},
         }
-        recent_warning = any(now - t < max(self.p["diagnostics_period"], WARN_EVERY) for t in self.warned.values())
-        level, text = (1, "input problems, see the log") if recent_warning else (
+        recent = self.throttle.recent(max(self.p["diagnostics_period"], self.throttle.period, 1.0))
+        level, text = (1, f"input problems ({', '.join(sorted(recent))}), see the log") if recent else (
             (0, "ok") if window else (1, "no frames"))
-        self.pub_diag.publish(messages.diagnostics_msg(self.get_clock().now().to_msg(), "mtml: perception_node",
-                                                       self.get_fully_qualified_name(), level, text, values))
+        fqn = self.get_fully_qualified_name()
+        self.pub_diag.publish(messages.diagnostics_msg(self.get_clock().now().to_msg(), f"mtml: {fqn}", fqn,
+                                                       level, text, values))
+
+    # -- shutdown ------------------------------------------------------------------------------------------------------
+    def close(self) -> bool:
+        """Stop taking input, then stop the worker; returns False when an adaptation is still running in it (it
+        cannot be interrupted; the caller exits without waiting for it)."""
+        with self.done_lock:
+            self.closing = True  # no more results handed to the executor
+        for timer in (self.collect_timer, self.diag_timer, self.recognize_timer):
+            timer.cancel()
+        for sub in list(self.subscriptions):
+            self.destroy_subscription(sub)
+        self.worker.shutdown(wait=False, cancel_futures=True)
+        end = time.monotonic() + (0.0 if self.adapting is not None else CLOSE_WAIT)
+        for thread in _WORKERS:
+            thread.join(max(0.0, end - time.monotonic()))
+        return not any(t.is_alive() for t in _WORKERS)
 
 
 def _cli(argv: list[str]) -> None:
@@ -559,13 +607,13 @@ def _cli(argv: list[str]) -> None:
 
 
 def _close(node: PerceptionNode | None, executor: SingleThreadedExecutor) -> None:
-    """Stop the node; during an adaptation (it cannot be interrupted and writes nothing) exit without waiting."""
-    busy = node is not None and node.adapting is not None
-    executor.shutdown(timeout_sec=0.0 if busy else None)
+    """Shut down in order: input and timers, the worker thread (joined), the executor, the node. An adaptation
+    still running cannot be interrupted and writes nothing: then exit without waiting for it."""
+    joined = node is None or node.close()
+    executor.shutdown(timeout_sec=1.0)
     if node is not None:
-        node.adapt_worker.shutdown(wait=False)
         node.destroy_node()
-    if busy:
+    if not joined:
         rclpy.try_shutdown()
         print("perception_node: exiting during an adaptation (discarded)", file=sys.stderr, flush=True)
         os._exit(0)

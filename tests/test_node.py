@@ -156,10 +156,11 @@ def test_set_parameter_applies_valid_values_and_refuses_bad_ones_with_the_reason
     assert got["after_set"] == list(SIZE)  # output_resolution=input: outputs at the camera's size
     bad = {k: v[0] for k, v in got["set_bad"].items()}
     assert all(not r["successful"] for r in bad.values()), bad
-    assert "must be in [1, 1000], got 0" in bad["shots"]["reason"]
+    # ranges live in the descriptors (rclpy enforces them and `ros2 param describe` shows them)
+    assert "shots out of range. Min: 1, Max: 1000, value: 0" in bad["shots"]["reason"]
     assert "must be one of model, input" in bad["output_resolution"]["reason"]
-    assert "must be >= 0" in bad["label_sync_tolerance"]["reason"]
-    assert "must be in [0, 1]" in bad["recognize_threshold"]["reason"]
+    assert "label_sync_tolerance out of range Min: 0.0, Max: 10.0" in bad["label_sync_tolerance"]["reason"]
+    assert "recognize_threshold out of range Min: 0.0, Max: 1.0" in bad["recognize_threshold"]["reason"]
     assert "read-only" in bad["backend"]["reason"]
     assert not got["wrong_type"][0]["successful"]
     assert got["overlay_set"][0]["successful"]
@@ -257,6 +258,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 c = Client()
+c.set_parameters("/perception_node", warn_period=0.0)  # log every problem, to check each reason
 depth = c.record("/perception_node/depth", "sensor_msgs/msg/Image")
 image, label = c.publisher("/image"), c.publisher("/depth_label")
 info = c.publisher("/camera_info", "sensor_msgs/msg/CameraInfo")
@@ -338,7 +340,8 @@ def test_bad_inputs_are_answered_or_logged_with_a_reason_and_the_node_keeps_serv
     assert got["adapt_empty"]["message"] == "no frames collected for environment 'empty'"
     assert not got["adapt_lab"]["success"] and "no frames collected" in got["adapt_lab"]["message"]
     assert not got["load_unknown"]["success"] and "profile 'nosuch' not found" in got["load_unknown"]["message"]
-    assert not got["adapt_steps"]["success"] and got["adapt_steps"]["message"] == "inner_steps must be >= 0, got -3"
+    assert not got["adapt_steps"]["success"]
+    assert got["adapt_steps"]["message"] == "inner_steps must be in [0, 1000] (0 = the inner_steps parameter), got -3"
     for key in ("save_path", "load_path", "delete_abs", "collect_path", "adapt_path"):
         assert not got[key]["success"] and "no paths" in got[key]["message"], got[key]
     assert not got["collect_bad_vp"]["success"] and "vp_dirs" in got["collect_bad_vp"]["message"]

@@ -36,12 +36,14 @@ class TaskAdaptation:
 
 
 def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: torch.Tensor, steps: int, lr: float,
-               features_fn: FeaturesFn | None = None, use_attention: bool = True) -> TaskAdaptation:
+               features_fn: FeaturesFn | None = None, use_attention: bool = True,
+               stop: Callable[[], bool] | None = None) -> TaskAdaptation:
     """Adapt ``task`` to a support set (images (S,3,H,W) normalised, labels per the task's convention).
 
     ``features_fn(images, multiplier)`` returns the backbone's per-block features; default: the model's own
     backbone. The head takes ``steps`` first-order steps and the iterate with the lowest support loss is kept
-    (:func:`mtml_core.inner_loop.adapt_head_best`). Without attention the multiplier is the model's prior.
+    (:func:`mtml_core.inner_loop.adapt_head_best`; ``stop()`` True ends it early). Without attention the multiplier
+    is the model's prior.
     Everything returned is detached (ready to be swapped into a serving model).
     """
     check_labels(task, labels, model.cfg.n_way)
@@ -57,7 +59,7 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
         x = model.head_input(task, feats_fn(images, multiplier)).detach()
     theta = {k: v.detach() for k, v in head_params(head).items()}
     with torch.enable_grad():
-        adapted, before, after = adapt_head_best(head, theta, x, labels, task, steps, lr)
+        adapted, before, after = adapt_head_best(head, theta, x, labels, task, steps, lr, stop)
     return TaskAdaptation(task, None if multiplier is None else multiplier.detach(), adapted, before, after)
 
 

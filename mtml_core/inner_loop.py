@@ -53,15 +53,17 @@ def adapt_head(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
 
 
 def adapt_head_best(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, task: str, steps: int,
-                    lr: float) -> tuple[Params, float, float]:
+                    lr: float, stop: Callable[[], bool] | None = None) -> tuple[Params, float, float]:
     """Test-time variant of :func:`adapt_head` (first order): of the ``steps + 1`` iterates, the one with the lowest
     support loss, with (loss before, that loss). A rate too large for some environment then costs nothing: the
-    support loss never ends higher than it started."""
+    support loss never ends higher than it started. ``stop()`` is asked before every step; True ends the loop
+    early (the best iterate so far is returned; the caller knows why it stopped)."""
     _check(task, steps, lr, x.shape[0])
     grad_value = grad_and_value(lambda p: head_loss(head, p, x, y, task))
     best, best_loss, first = params, float("inf"), None
     for i in range(steps + 1):
-        if i < steps:
+        last = i == steps or (stop is not None and stop())
+        if not last:
             grads, loss = grad_value(params)
         else:
             with torch.no_grad():
@@ -70,8 +72,9 @@ def adapt_head_best(head: nn.Module, params: Params, x: torch.Tensor, y: torch.T
         first = value if first is None else first
         if value < best_loss:
             best, best_loss = params, value
-        if i < steps:
-            params = {k: (p - lr * grads[k]).detach() for k, p in params.items()}
+        if last:
+            break
+        params = {k: (p - lr * grads[k]).detach() for k, p in params.items()}
     return best, first, best_loss
 
 

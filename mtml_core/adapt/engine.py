@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import numbers
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtml_core.adapt.buffer import SupportBuffer
-from mtml_core.adapt.labels import SupportFrame, make_support_frame
+from mtml_core.adapt.buffer import DEFAULT_MAX_BYTES, SupportBuffer
+from mtml_core.adapt.labels import MIN_DEPTH, SupportFrame, make_support_frame
 from mtml_core.adapt.profiles import Profile, ProfileStore, check_name
+from mtml_core.adapt.recognition import Calibration, calibrate, set_score
 from mtml_core.adapt.results import AdaptResult, Prediction, Recognition, TaskStats
 from mtml_core.adaptation import TaskAdaptation, adapt_task
 from mtml_core.backends import Backend, load_backend
@@ -37,6 +39,8 @@ from mtml_core.model import MultiTaskModel
 
 log = logging.getLogger(__name__)
 DEFAULT_LR = 0.1  # MetaConfig's default inner_lr
+MAX_STEPS = 1000  # inner-loop steps one adaptation may ask for (adapt() refuses more)
+MAX_RECOGNIZE_FRAMES = 64  # frames one recognition may compare
 
 
 @dataclass
@@ -44,11 +48,15 @@ class EngineConfig:
     """Engine settings (the ROS node maps its parameters onto these).
 
     ``lr``: inner-loop rate α, one value or per task; None: the rates the model was meta-trained with (the
-    checkpoint's ``meta`` section: ``inner_lr``, ``task_inner_lr``), else 0.1. ``tolerance``: a task's adaptation is
-    swapped in when its support loss is <= (1 + tolerance) × the serving model's. ``min_valid``:
-    smallest fraction of valid pixels in a dense label. Recognition: confidence = softmax(score / ``temperature``)
-    over profiles; ``auto_switch`` loads the best profile when its confidence >= ``switch_confidence`` and its
-    similarity >= ``min_similarity``. ``adapt_threads``: torch threads while adapting (process-wide in torch,
+    checkpoint's ``meta`` section: ``inner_lr``, ``task_inner_lr``), else 0.1. ``steps``: default inner-loop steps,
+    0..:data:`MAX_STEPS`. ``adapt_timeout``: seconds one adaptation may take; past it the adaptation stops between
+    inner steps and is rejected (None: no deadline; :meth:`AdaptationEngine.cancel` stops one at any time).
+    ``tolerance``: a task's adaptation is swapped in when its support loss is <= (1 + tolerance) × the serving
+    model's. Depth labels: pixels outside [``min_depth``, ``max_depth``] metres are invalid; ``min_valid``: smallest
+    fraction of valid pixels in a dense label. ``buffer_size`` frames per environment, ``buffer_bytes`` over all.
+    Recognition is an open-set decision calibrated per model (:mod:`mtml_core.adapt.recognition`): ``auto_switch``
+    loads the recognised profile when its confidence >= ``switch_confidence``. ``adapt_threads``: torch threads
+    while adapting (process-wide in torch,
     restored afterwards). One is the default: inference keeps running beside adaptation, and torch's thread
     pool on an oversubscribed CPU is many times slower than one thread (measured 2.0-6.9 s vs 0.2 s).
     """
@@ -56,14 +64,15 @@ class EngineConfig:
     steps: int = 10
     lr: float | Mapping[str, float] | None = None
     buffer_size: int = 50
+    buffer_bytes: int = DEFAULT_MAX_BYTES
     tolerance: float = 0.0
     use_attention: bool = True
+    min_depth: float = MIN_DEPTH
     max_depth: float = 100.0
     min_valid: float = 0.01
-    temperature: float = 0.02
     auto_switch: bool = False
     switch_confidence: float = 0.8
-    min_similarity: float = 0.5
+    adapt_timeout: float | None = 300.0
     adapt_threads: int | None = 1
     adapt_workers: int = 2
 
@@ -98,7 +107,7 @@ class AdaptationEngine:
         self.model = (model or backend.manifest.load_model()).eval()
         self.config = config or EngineConfig()
         self.tasks = tuple(backend.tasks)
-        self.buffer = SupportBuffer(self.config.buffer_size)
+        self.buffer = SupportBuffer(self.config.buffer_size, self.config.buffer_bytes)
         man = backend.manifest
         meta = load_config(man.file(MODEL_DIR)).get("meta")
         self._trained = meta if isinstance(meta, dict) else {}
@@ -111,7 +120,9 @@ class AdaptationEngine:
             self._base_multipliers = {t: self._np(self.model.prior_multiplier(t)) for t in self.tasks}
         self._state = self._base_state(0)
         self._adapt_lock = threading.Lock()
+        self._cancel = threading.Event()
         self._signatures: dict[str, tuple[str, np.ndarray | None]] = {}
+        self._calibration: Calibration | None = None
 
     @classmethod
     def from_export(cls, export: str | Path, backend: str = "onnxruntime", profiles_dir: str | Path | None = None,
@@ -171,7 +182,7 @@ class AdaptationEngine:
         frame = make_support_frame(rgb, self.backend.input_hw, self.backend.manifest.mean,
                                    self.backend.manifest.std, depth=depth, normals=normals, K=K,
                                    class_name=class_name, vp_dirs=vp_dirs, max_depth=self.config.max_depth,
-                                   min_valid=self.config.min_valid)
+                                   min_valid=self.config.min_valid, min_depth=self.config.min_depth)
         return self.buffer.add(env, frame)
 
     # -- adaptation -------------------------------------------------------------------------------------------------
@@ -179,23 +190,32 @@ class AdaptationEngine:
         """Adapt every task (of ``tasks``, default all) that has labelled frames in ``env``'s buffer and swap the
         result in; in the new state, tasks not adapted serve the attention prior and meta-learnt heads.
 
-        Rejected (previous state keeps serving, ``reason`` says why) on any error, or if every task's support loss
-        after adaptation is worse than the serving model's on the same frames. A task that got worse while others
-        improved keeps serving its previous multipliers and head (listed in ``skipped`` and ``reason``).
+        ``steps``: inner-loop steps, 0..:data:`MAX_STEPS` (default ``config.steps``; ValueError outside). Rejected
+        (previous state keeps serving, ``reason`` says why) on any error, when cancelled (:meth:`cancel`) or past
+        ``config.adapt_timeout`` seconds, or if every task's support loss after adaptation is worse than the serving
+        model's on the same frames. A task that got worse while others improved keeps serving its previous
+        multipliers and head (listed in ``skipped`` and ``reason``).
         """
         env = check_name(env)
         steps = self.config.steps if steps is None else steps
-        if not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or not 0 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be an integer in [0, {MAX_STEPS}], got {steps!r}")
+        steps = int(steps)
         tasks = list(self.tasks if tasks is None else tasks)
         unknown = [t for t in tasks if t not in self.tasks]
         if unknown:
             raise ValueError(f"tasks {unknown} not served; tasks: {list(self.tasks)}")
         with self._adapt_lock:
+            self._cancel.clear()
             t0 = time.perf_counter()
+            timeout = self.config.adapt_timeout
+            deadline = None if timeout is None else t0 + timeout
             old = self._state
             stats: dict[str, TaskStats] = {}
             skipped: dict[str, str] = {}
+
+            def stop() -> bool:
+                return self._cancel.is_set() or (deadline is not None and time.perf_counter() > deadline)
 
             def result(accepted: bool, reason: str) -> AdaptResult:
                 version = self._state.version
@@ -206,15 +226,22 @@ class AdaptationEngine:
                 return result(False, f"no frames collected for environment {env!r}")
             try:
                 with self._torch_threads():
-                    new = self._adapt(env, frames, steps, tasks, old, stats, skipped)
+                    new = self._adapt(env, frames, steps, tasks, old, stats, skipped, stop)
             except Exception as exc:  # serving must go on whatever went wrong; the reason goes back to the caller
-                log.exception("adaptation of %s failed", env)
-                return result(False, f"adaptation failed: {type(exc).__name__}: {exc}")
+                if not stop():
+                    log.exception("adaptation of %s failed", env)
+                    return result(False, f"adaptation failed: {type(exc).__name__}: {exc}")
+            if self._cancel.is_set():
+                return result(False, "adaptation cancelled; the previous model keeps serving")
+            if stop():
+                return result(False, f"adaptation took longer than adapt_timeout {timeout:g} s and was stopped; "
+                                     f"the previous model keeps serving (ask for fewer steps or frames)")
             if not stats:
                 return result(False, "no task has labelled frames: " + "; ".join(f"{t}: {r}" for t, r in
                                                                                  skipped.items()))
             worse = {t: f"{t}: support loss {s.loss_after:.4g} after adaptation vs {s.loss_before:.4g} serving"
-                     for t, s in stats.items() if not s.loss_after <= s.loss_before * (1.0 + self.config.tolerance)}
+                     for t, s in stats.items() if s.baseline == "serving"
+                     and not s.loss_after <= s.loss_before * (1.0 + self.config.tolerance)}
             if len(worse) == len(stats):
                 return result(False, "worse than the serving model, kept it (" + "; ".join(worse.values()) + ")")
             if worse:  # those tasks keep serving what they served: only improvements are swapped in
@@ -225,6 +252,14 @@ class AdaptationEngine:
                 skipped.update({t: "kept the serving state, " + why for t, why in worse.items()})
             self._state = new
             return result(True, "" if not worse else "kept the serving state for " + "; ".join(worse.values()))
+
+    def cancel(self) -> bool:
+        """Stop the adaptation running now, if any, at its next inner step (it is then rejected and the previous
+        model keeps serving). Returns whether one was running."""
+        running = self._adapt_lock.locked()
+        if running:
+            self._cancel.set()
+        return running
 
     @contextlib.contextmanager
     def _torch_threads(self) -> Iterator[None]:
@@ -245,10 +280,10 @@ class AdaptationEngine:
         normals[2] = -1.0
         frame = SupportFrame(torch.zeros(3, h, w), "warmup", torch.full((1, h, w), 2.0), normals, torch.eye(3))
         with self._adapt_lock, self._torch_threads():
-            self._adapt("warmup", [frame], 1, list(self.tasks), self._state, {}, {})
+            self._adapt("warmup", [frame], 1, list(self.tasks), self._state, {}, {}, lambda: False)
 
     def _adapt(self, env: str, frames: list[SupportFrame], steps: int, tasks: list[str], old: ServingState,
-               stats: dict[str, TaskStats], skipped: dict[str, str]) -> ServingState:
+               stats: dict[str, TaskStats], skipped: dict[str, str], stop: Callable[[], bool]) -> ServingState:
         images = torch.stack([f.image for f in frames])
         subsets: dict[tuple[int, ...], torch.Tensor] = {tuple(range(len(frames))): images}
         cache: dict[tuple[int, bytes | None], list[np.ndarray]] = {}
@@ -270,14 +305,16 @@ class AdaptationEngine:
             if self.config.adapt_threads:
                 torch.set_num_threads(self.config.adapt_threads)  # per worker thread
             labels, names, old_labels = self._labels(task, [frames[i] for i in idx], old)
+            if stop():
+                raise TimeoutError("stopped before the task started")
             result = adapt_task(self.model, task, x, labels, steps, self.config.rate(task, self._trained),
-                                features_fn=features_fn, use_attention=self.config.use_attention)
-            if old_labels is None:
-                before = float("inf")  # the serving class head does not know these classes
-            else:
-                pred = self.backend.head(task, feats_np(x, old.multipliers[task]), old.heads[task])
-                before = float(task_loss(task, torch.from_numpy(pred), old_labels))
-            return TaskStats(len(idx), before, result.support_loss_after, result.support_loss_before), result, names
+                                features_fn=features_fn, use_attention=self.config.use_attention, stop=stop)
+            after, initial = result.support_loss_after, result.support_loss_before
+            if old_labels is None:  # the serving class head does not know these classes: compare with the initial
+                return TaskStats(len(idx), initial, after, initial, "initial"), result, names
+            pred = self.backend.head(task, feats_np(x, old.multipliers[task]), old.heads[task])
+            before = float(task_loss(task, torch.from_numpy(pred), old_labels))
+            return TaskStats(len(idx), before, after, initial), result, names
 
         jobs = []
         for task in sorted(tasks, key=lambda t: t not in DENSE_TASKS):  # the costly dense heads first
@@ -374,15 +411,32 @@ class AdaptationEngine:
             self._signatures[name] = cached
         return cached[1]
 
+    def recognition_calibration(self) -> Calibration:
+        """The model's recognition calibration: cached, else read from the profiles directory, else computed on
+        renders of the built-in environments (a few seconds, :func:`mtml_core.adapt.recognition.calibrate`) and
+        stored there."""
+        if self._calibration is None:
+            store = self._store()
+            try:
+                cal = Calibration.from_json(store.load_calibration(), store.model_sha256, self.model.embedding_size)
+            except ValueError:
+                log.info("calibrating recognition for this model on rendered environments")
+                cal = calibrate(lambda rgb: self.backend.embed(self.backend.preprocess(rgb), None),
+                                self.backend.input_hw, store.model_sha256)
+                store.save_calibration(cal.to_json())
+            self._calibration = cal
+        return self._calibration
+
     def recognize(self, frames: Sequence[np.ndarray], switch: bool | None = None) -> Recognition:
-        """Score every saved profile against a few current uint8 RGB frames: for each frame the best cosine
-        similarity to the profile's support embeddings, averaged over frames. ``switch`` (default
-        ``config.auto_switch``) loads the best profile when it is confident enough."""
-        if len(frames) == 0:
-            raise ValueError("recognize: need at least one frame")
+        """Open-set recognition of 1..:data:`MAX_RECOGNIZE_FRAMES` current uint8 RGB frames among the saved
+        profiles (see :class:`Recognition` and :mod:`mtml_core.adapt.recognition`): "none of these" (``best``
+        None) when no profile scores at least the calibrated threshold. ``switch`` (default ``config.auto_switch``)
+        loads the recognised profile when its confidence >= ``config.switch_confidence``."""
+        if not 1 <= len(frames) <= MAX_RECOGNIZE_FRAMES:
+            raise ValueError(f"recognize: need 1..{MAX_RECOGNIZE_FRAMES} frames, got {len(frames)}")
+        cal = self.recognition_calibration()
         x = np.concatenate([self.backend.preprocess(f) for f in frames])
-        q = self.backend.embed(x, None)
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        q = cal.standardised(self.backend.embed(x, None))
         scores = {}
         for name in self._store().names():
             try:
@@ -391,18 +445,20 @@ class AdaptationEngine:
                 log.warning("recognize: skipping profile %s: %s", name, exc)
                 continue
             if sig is not None and len(sig):
-                scores[name] = float((q @ sig.T).max(axis=1).mean())
+                scores[name] = set_score(q, cal.standardised(sig))
         if not scores:
-            return Recognition(None, 0.0, float("nan"), {}, False)
-        names = list(scores)
-        s = np.array([scores[n] for n in names]) / self.config.temperature
-        p = np.exp(s - s.max())
+            return Recognition(None, 0.0, float("nan"), {}, False, None, cal.threshold)
+        names = sorted(scores, key=lambda n: -scores[n])
+        logits = np.array([scores[n] for n in names] + [cal.threshold]) / cal.temperature
+        p = np.exp(logits - logits.max())
         p /= p.sum()
-        best = int(np.argmax(p))
-        result = Recognition(names[best], float(p[best]), scores[names[best]], scores, False)
+        nearest = names[0]
+        best = nearest if scores[nearest] >= cal.threshold else None
+        confidence = float(p[0] if best is not None else p[-1])
+        result = Recognition(best, confidence, scores[nearest], scores, False, nearest, cal.threshold)
         do_switch = self.config.auto_switch if switch is None else switch
-        if (do_switch and result.confidence >= self.config.switch_confidence
-                and result.similarity >= self.config.min_similarity and self._state.env != result.best):
-            self.load_profile(result.best)
-            result = Recognition(result.best, result.confidence, result.similarity, scores, True)
+        if (do_switch and best is not None and confidence >= self.config.switch_confidence
+                and self._state.env != best):
+            self.load_profile(best)
+            result = dataclasses.replace(result, switched=True)
         return result

@@ -17,6 +17,8 @@ from mtml_core.data.sample import Frame
 
 UNIT_TOLERANCE = 1e-2  # |‖n‖ - 1| allowed for given unit vectors (normals, VP directions)
 MAX_CLASS_NAME = 64
+MIN_DEPTH = 0.01  # metres: a depth pixel nearer than this is invalid (no sensor measures it; 1e-42 is garbage)
+ORTHO_TOLERANCE_DEG = 10.0  # VP directions: each pair within this many degrees of perpendicular
 
 
 def normals_from_depth(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -62,17 +64,28 @@ def _float_map(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
     return value.astype(np.float32)
 
 
-def check_depth(depth: np.ndarray, hw: tuple[int, int], max_depth: float, min_valid: float) -> np.ndarray:
-    """Depth in metres (H, W): NaN or 0 invalid, no inf, no negatives, valid values <= max_depth."""
+def check_depth(depth: np.ndarray, hw: tuple[int, int], max_depth: float, min_valid: float,
+                min_depth: float = MIN_DEPTH) -> np.ndarray:
+    """Depth in metres (H, W): no inf, no negatives; NaN, 0 and values outside [min_depth, max_depth] become invalid
+    (NaN). Rejected when fewer than ``min_valid`` of the pixels stay valid (the reason says how many were too near or
+    too far)."""
     d = _float_map("depth", depth, hw)
     if (d < 0).any():
         raise ValueError(f"depth: {int((d < 0).sum())} negative values (min {float(np.nanmin(d)):.3g} m)")
-    valid = np.isfinite(d) & (d > 0)
+    measured = np.isfinite(d) & (d > 0)
+    near, far = measured & (d < min_depth), measured & (d > max_depth)
+    valid = measured & ~near & ~far
     if valid.mean() < min_valid:
-        raise ValueError(f"depth: only {100 * valid.mean():.1f}% valid pixels (need {100 * min_valid:.1f}%)")
-    top = float(d[valid].max())
-    if top > max_depth:
-        raise ValueError(f"depth: max {top:.4g} m exceeds max_depth {max_depth:g} m (millimetres?)")
+        why = []
+        if near.any():
+            why.append(f"{100 * near.mean():.1f}% nearer than min_depth {min_depth:g} m (max "
+                       f"{float(d[near].max()):.3g} m: metres expected)")
+        if far.any():
+            why.append(f"{100 * far.mean():.1f}% beyond max_depth {max_depth:g} m (min {float(d[far].min()):.4g} m: "
+                       f"millimetres?)")
+        raise ValueError(f"depth: no plausible depth, only {100 * valid.mean():.1f}% valid pixels in "
+                         f"[{min_depth:g}, {max_depth:g}] m (need {100 * min_valid:.1f}%)"
+                         + (": " + "; ".join(why) if why else ""))
     return np.where(valid, d, np.float32(np.nan))
 
 
@@ -107,18 +120,29 @@ def check_intrinsics(K: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def check_vp(vp_dirs: np.ndarray) -> np.ndarray:
-    """VP directions (3, 3), row 0 vertical: finite unit rows, returned in canonical form."""
+    """VP directions (3, 3), row 0 vertical: unit rows, pairwise within :data:`ORTHO_TOLERANCE_DEG` of
+    perpendicular, returned in canonical form. Rows 1-2 may both be NaN (only the vertical known, as in York Urban);
+    the vertical is always required."""
     v = _float_map("vp_dirs", vp_dirs, (3, 3))
-    if not np.isfinite(v).all():
-        raise ValueError("vp_dirs: contain NaN (all three directions are needed)")
-    err = np.abs(np.linalg.norm(v, axis=-1) - 1.0)
+    rows = np.isfinite(v).all(-1)
+    if np.isnan(v).any() and (not rows[0] or rows[1] != rows[2] or np.isfinite(v[~rows]).any()):
+        raise ValueError("vp_dirs: contain NaN; give all three directions, or the vertical (row 0) alone with rows "
+                         "1 and 2 all NaN")
+    known = v[rows]
+    err = np.abs(np.linalg.norm(known, axis=-1) - 1.0)
     if err.max() > UNIT_TOLERANCE:
         raise ValueError(f"vp_dirs: rows must be unit vectors (worst | |d| - 1 | = {err.max():.3g})")
+    if len(known) > 1:
+        cos = np.abs(known @ known.T)[np.triu_indices(len(known), 1)].max()
+        if cos > np.sin(np.radians(ORTHO_TOLERANCE_DEG)):
+            angle = float(np.degrees(np.arccos(min(cos, 1.0))))
+            raise ValueError(f"vp_dirs: Manhattan directions must be near-orthogonal (within "
+                             f"{ORTHO_TOLERANCE_DEG:g} deg of 90 deg), two are {angle:.1f} deg apart")
     return canonical_vps(v).astype(np.float32)
 
 
 def check_class_name(name: object) -> str:
-    """A non-empty printable class name of at most 64 characters."""
+    """A class name, stripped: a str of 1-64 printable characters (no control characters, no lone surrogates)."""
     if not isinstance(name, str):
         raise ValueError(f"class_name: expected a string, got {type(name).__name__}")
     name = name.strip()
@@ -146,7 +170,7 @@ def make_support_frame(rgb: np.ndarray, size: Sequence[int], mean: Sequence[floa
                        depth: np.ndarray | None = None, normals: np.ndarray | None = None,
                        K: np.ndarray | None = None, class_name: str | None = None,
                        vp_dirs: np.ndarray | None = None, max_depth: float = 100.0,
-                       min_valid: float = 0.01) -> SupportFrame:
+                       min_valid: float = 0.01, min_depth: float = MIN_DEPTH) -> SupportFrame:
     """Validate a raw frame (any resolution) and convert it; ValueError names the first problem.
 
     Normals missing but depth and K given: derived with :func:`normals_from_depth` at the frame's resolution.
@@ -157,7 +181,7 @@ def make_support_frame(rgb: np.ndarray, size: Sequence[int], mean: Sequence[floa
     hw = rgb.shape[:2]
     if min(hw) < 8:
         raise ValueError(f"rgb: image {hw} is too small")
-    d = None if depth is None else check_depth(depth, hw, max_depth, min_valid)
+    d = None if depth is None else check_depth(depth, hw, max_depth, min_valid, min_depth)
     n = None if normals is None else check_normals(normals, hw, min_valid)
     k = None if K is None else check_intrinsics(K, hw)
     if n is None and d is not None and k is not None:

@@ -52,13 +52,19 @@ class Prediction:
 
 @dataclass(frozen=True)
 class TaskStats:
-    """Support losses of one task: serving model before, adapted after, and the meta-initialisation's (with the
-    new attention multiplier, before the inner loop)."""
+    """Support losses of one task (always finite numbers; never inf).
+
+    ``loss_before``: the serving model's loss on the support frames (``baseline`` "serving"); for the class task
+    when the serving class head does not know the support's class names no such loss exists, and it is the
+    meta-initialisation's loss on them instead (``baseline`` "initial", equal to ``loss_initial``): any adaptation
+    then counts as an improvement. ``loss_after``: the adapted model's. ``loss_initial``: the meta-initialisation's
+    with the new attention multiplier, before the inner loop."""
 
     shots: int
     loss_before: float
     loss_after: float
     loss_initial: float
+    baseline: str = "serving"
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,19 @@ class AdaptResult:
 
 @dataclass(frozen=True)
 class Recognition:
-    """Best-matching saved profile for the current frames: ``confidence`` = softmax of the scores (cosine
-    similarities) over profiles; ``switched`` when the engine loaded it."""
+    """Open-set recognition of the current frames among the saved profiles (see :mod:`mtml_core.adapt.recognition`).
+
+    ``scores``: per profile, the calibrated similarity of the frames to its support frames. ``nearest``: the
+    best-scoring profile (None when none is saved). ``best``: the recognised profile, None for "none of these"
+    (``similarity`` below the calibrated ``threshold``). ``confidence``: the probability of ``best`` (of "none of
+    these" when ``best`` is None) under a softmax over the profiles' scores plus one "none of these" entry scored at
+    the threshold, so one profile scored at the threshold gets 0.5, never 1.0 by default. ``switched``: the engine
+    loaded ``best``."""
 
     best: str | None
     confidence: float
     similarity: float
     scores: dict[str, float] = field(default_factory=dict)
     switched: bool = False
+    nearest: str | None = None
+    threshold: float = float("nan")

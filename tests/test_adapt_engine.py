@@ -3,6 +3,7 @@ worse or failed adaptations, atomic swaps under concurrent inference, environmen
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +12,9 @@ from runtime_helpers import SIZE, env_frames, export_small
 
 from mtml_core import preprocess
 from mtml_core.adapt import AdaptationEngine, EngineConfig, check_name, normals_from_depth
+from mtml_core.adapt.buffer import SupportBuffer
+from mtml_core.adapt.engine import MAX_STEPS
+from mtml_core.adapt.labels import check_depth
 from mtml_core.data.geometry import intrinsics
 from mtml_core.losses import task_loss
 
@@ -338,3 +342,98 @@ def test_inference_keeps_serving_the_old_state_during_adaptation(engine):
     for p in served:
         np.testing.assert_array_equal(p.depth, old.depth)
     assert engine.infer(rgb).version == old.version + 1
+
+
+# -- bounds, cancellation, labels at the edges (issue 12) ----------------------------------------------------------
+@pytest.mark.parametrize("steps", [-1, MAX_STEPS + 1, 2**31 - 1, True, 2.5, "10", None])
+def test_adapt_steps_are_bounded(engine, steps):
+    add(engine, "neon", env_frames(UNSEEN, range(2)))
+    if steps is None:
+        engine.config.steps = -5  # a bad default is refused as well
+    with pytest.raises(ValueError, match=rf"steps must be an integer in \[0, {MAX_STEPS}\]"):
+        engine.adapt("neon", steps=steps)
+
+
+def test_adaptation_can_be_cancelled_and_is_time_bounded(engine):
+    add(engine, "neon", env_frames(UNSEEN, range(10)))
+    state = engine.state
+    assert not engine.cancel()  # nothing running
+    results = []
+    thread = threading.Thread(target=lambda: results.append(engine.adapt("neon", steps=MAX_STEPS)))
+    thread.start()
+    while not engine._adapt_lock.locked():
+        time.sleep(0.005)
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    assert engine.cancel()
+    thread.join(timeout=20)
+    assert not thread.is_alive() and time.perf_counter() - t0 < 5.0
+    assert not results[0].accepted and "cancelled" in results[0].reason and engine.state is state
+    engine.config.adapt_timeout = 0.3
+    t0 = time.perf_counter()
+    result = engine.adapt("neon", steps=MAX_STEPS)
+    assert not result.accepted and "adapt_timeout" in result.reason and engine.state is state
+    assert time.perf_counter() - t0 < 5.0
+    engine.config.adapt_timeout = None
+    assert engine.adapt("neon", steps=3).accepted  # a later adaptation is not affected by the earlier cancel
+
+
+def test_depth_beyond_max_depth_becomes_invalid_instead_of_rejecting_the_frame(engine):
+    f = env_frames("street_brick", [0])[0]
+    depth = f.depth.copy()
+    far = np.zeros(depth.shape, bool)
+    far[:10] = True
+    depth[far] = 5000.0  # a street ground plane far away
+    depth[-2:, :] = 0.004  # nearer than min_depth: invalid too
+    engine.add_frame("street", f.rgb, depth=depth, K=f.K)
+    stored = engine.buffer.frames("street")[0].depth[0].numpy()
+    assert np.isnan(stored[far]).all() and np.isnan(stored[-2:]).all()
+    assert np.isfinite(stored[10:-2]).mean() > 0.9
+    checked = check_depth(depth, depth.shape, max_depth=100.0, min_valid=0.01)
+    with np.errstate(invalid="ignore"):
+        assert (f.depth > 100).any()  # the render itself reaches beyond max_depth (the frame used to be refused)
+        want = np.isfinite(depth) & (depth >= 0.01) & (depth <= 100.0)
+    assert np.array_equal(np.isfinite(checked), want) and np.isnan(checked[far]).all()
+
+
+def test_vertical_only_vp_labels_are_kept_and_adapt(engine):
+    frames = env_frames(UNSEEN, range(4))
+    for f in frames:
+        vp = f.vp_dirs.copy()
+        vp[1:] = np.nan  # York Urban gives the vertical only
+        engine.add_frame("york", f.rgb, vp_dirs=vp)
+    stored = engine.buffer.frames("york")[0].vp
+    assert torch.isfinite(stored[0]).all() and torch.isnan(stored[1:]).all()
+    result = engine.adapt("york", tasks=["vp"])
+    assert "failed" not in result.reason and np.isfinite(result.tasks["vp"].loss_after), result.reason
+
+
+def test_buffer_is_bounded_in_bytes(export):
+    engine = AdaptationEngine.from_export(export, "onnxruntime")
+    f = env_frames(UNSEEN, [0])[0]
+    engine.add_frame("a", f.rgb, depth=f.depth)
+    size = engine.buffer.nbytes
+    buffer = SupportBuffer(capacity=10, max_bytes=int(2.5 * size))
+    frame = engine.buffer.frames("a")[0]
+    assert [buffer.add("a", frame) for _ in range(3)] == [1, 2, 2]  # the oldest goes to make room
+    with pytest.raises(ValueError, match="support buffer full"):
+        buffer.add("b", frame)
+    assert buffer.nbytes == 2 * size and buffer.count("b") == 0
+    buffer.clear("a")
+    assert buffer.nbytes == 0 and buffer.add("b", frame) == 1
+
+
+def test_a_profile_with_wrong_types_never_crashes_the_engine(engine):
+    add(engine, "neon", env_frames(UNSEEN, range(3)))
+    assert engine.adapt("neon").accepted
+    meta = engine.save_profile()
+    engine.save_profile("good")
+    doc = json.loads(meta.read_text())
+    for key, value in (("tasks", 5), ("tasks", None), ("class_names", 5), ("class_names", [1]), ("stats", [1, 2])):
+        meta.write_text(json.dumps({**doc, key: value}))
+        with pytest.raises(ValueError, match=key):
+            engine.load_profile("neon")
+        listed = {p["name"]: p for p in engine.list_profiles()}
+        assert "error" in listed["neon"] and "error" not in listed["good"]
+        rec = engine.recognize([env_frames(UNSEEN, [50])[0].rgb], switch=False)
+        assert set(rec.scores) == {"good"}

@@ -273,7 +273,10 @@ class AdaptationEngine:
 
     def warmup(self) -> None:
         """Run inference and a one-step adaptation of every task once on a dummy frame (nothing is swapped), so
-        that the first real calls do not pay torch's and the runtime's one-time start-up costs (~1 s)."""
+        that the first real calls do not pay torch's and the runtime's one-time start-up costs (~1 s); with a
+        profiles directory, also read (or compute, ~1.5 s once per model) the recognition calibration."""
+        if self.profiles is not None:
+            self.recognition_calibration()
         h, w = self.backend.input_hw
         self.infer(np.full((h, w, 3), 128, np.uint8))
         normals = torch.zeros(3, h, w)
@@ -423,7 +426,10 @@ class AdaptationEngine:
                 log.info("calibrating recognition for this model on rendered environments")
                 cal = calibrate(lambda rgb: self.backend.embed(self.backend.preprocess(rgb), None),
                                 self.backend.input_hw, store.model_sha256)
-                store.save_calibration(cal.to_json())
+                try:
+                    store.save_calibration(cal.to_json())
+                except OSError as exc:  # a read-only profiles directory: keep it in memory
+                    log.warning("cannot store the recognition calibration: %s", exc)
             self._calibration = cal
         return self._calibration
 

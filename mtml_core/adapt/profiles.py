@@ -140,7 +140,10 @@ class ProfileStore:
         self.multiplier_size = multiplier_size
         self.embedding_size = embedding_size
         if self.root.is_dir():
-            self.cleanup()
+            try:
+                self.cleanup()
+            except OSError as exc:  # a read-only directory still serves its profiles
+                log.warning("profiles: cannot clean %s: %s", self.root, exc)
 
     def _paths(self, name: str) -> tuple[Path, str]:
         name = check_name(name)

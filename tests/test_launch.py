@@ -69,8 +69,8 @@ def test_launch_file_declares_the_arguments_and_names_what_setup_py_installs():
     # the remapped names are the node's own input topics
     node_src = ast.parse((ROOT / "mtml" / "perception_node.py").read_text())
     subscribed = {c.args[1].value for c in ast.walk(node_src) if isinstance(c, ast.Call)
-                  and getattr(c.func, "attr", None) == "create_subscription"}
-    assert subscribed == NODE_INPUTS
+                  and getattr(c.func, "attr", None) == "create_subscription" and isinstance(c.args[1], ast.Constant)}
+    assert subscribed == NODE_INPUTS  # (plus image/compressed, derived from `image`, with transport:=compressed)
 
 
 class Recorded:
@@ -109,23 +109,40 @@ def config(value):
 
 
 def test_launch_description_wires_arguments_into_the_node(description):
-    env = {a.args[0]: a.args[1] for a in description["SetEnvironmentVariable"]}
-    assert env["RMW_IMPLEMENTATION"] == "rmw_fastrtps_cpp"
-    profile = env["FASTRTPS_DEFAULT_PROFILES_FILE"].args[0]
-    assert type(profile[0]).__name__ == "FindPackageShare" and profile[0].args == ("mtml",)
-    assert profile[1:] == ["config", "fastdds_shm.xml"]
+    # the RMW and Fast DDS profile go to this file's nodes only, never into the launch context (a parent file that
+    # includes this one keeps its own)
+    assert "SetEnvironmentVariable" not in description
     nodes = {n.kwargs["executable"]: n.kwargs for n in description["Node"]}
+    for kwargs in nodes.values():
+        env = kwargs["additional_env"]
+        assert env["RMW_IMPLEMENTATION"] == "rmw_fastrtps_cpp"
+        profile = env["FASTRTPS_DEFAULT_PROFILES_FILE"].args[0]
+        assert type(profile[0]).__name__ == "FindPackageShare" and profile[0].args == ("mtml",)
+        assert profile[1:] == ["config", "fastdds_shm.xml"]
     node = nodes["perception_node"]
     assert node["package"] == "mtml" and node["name"] == "perception_node"
     assert config(node["namespace"]) == "namespace"
     params_file, overrides = node["parameters"]
     assert config(params_file) == "params_file"
     assert {k: config(v) for k, v in overrides.items()} == {"backend": "backend"}
-    assert {a: config(b) for a, b in node["remappings"]} == {
-        "image": "image_topic", "depth_label": "depth_topic", "camera_info": "camera_info_topic",
-        "vp_label": "vp_label_topic"}
+    remaps = dict(node["remappings"])
+    assert {a: config(remaps[a]) for a in ("image", "depth_label", "camera_info")} == {
+        "image": "image_topic", "depth_label": "depth_topic", "camera_info": "camera_info_topic"}
+    # vp_label: the sim camera's ground truth with sim_camera:=true, else the vp_label_topic argument
+    expr = remaps["vp_label"]
+    assert type(expr).__name__ == "PythonExpression"
+    parts = expr.args[0]
+    text = "".join(p if isinstance(p, str) else "{" + config(p) + "}" for p in parts)
+    assert text == "'camera/ground_truth/vanishing_points' if '{sim_camera}' == 'true' else '{vp_label_topic}'"
+    for sim_camera, vp_label_topic, want in (("true", "x", "camera/ground_truth/vanishing_points"),
+                                             ("false", "my/vp", "my/vp")):
+        values = {"sim_camera": sim_camera, "vp_label_topic": vp_label_topic}
+        assert eval("".join(p if isinstance(p, str) else values[config(p)] for p in parts)) == want
     sim = nodes["sim_camera"]
-    assert sim["namespace"] == "camera" and config(sim["condition"].args[0]) == "sim_camera"
+    assert config(sim["namespace"][0]) == "namespace" and sim["namespace"][1] == "/camera"
+    assert config(sim["condition"].args[0]) == "sim_camera"
     defaults = {a.args[0]: a.kwargs["default_value"] for a in description["DeclareLaunchArgument"]}
     assert defaults["params_file"].args[0][1:] == ["config", "perception.yaml"]
-    assert defaults["image_topic"] == "/camera/image" and defaults["depth_topic"] == "/camera/depth"
+    # relative topics: namespace:=robot1 reads /robot1/camera/image
+    assert defaults["image_topic"] == "camera/image" and defaults["depth_topic"] == "camera/depth"
+    assert defaults["camera_info_topic"] == "camera/camera_info" and defaults["vp_label_topic"] == "vp_label"

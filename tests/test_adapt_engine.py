@@ -98,6 +98,8 @@ def test_bad_frames_are_rejected_and_leave_the_buffer_alone(engine):
         ({"vp_dirs": np.concatenate([f.vp_dirs[:2], np.full((1, 3), np.nan, np.float32)])}, "rows 1 and 2"),
         ({"vp_dirs": np.concatenate([np.full((1, 3), np.nan, np.float32), f.vp_dirs[1:]])}, "vertical"),
         ({"K": np.eye(3, dtype=np.float32) * -1}, "focal"),
+        ({"K": np.where(np.eye(3) == 1, [1e308, 1e308, 1.0], f.K)}, "float32's range"),  # finite in float64
+        ({"normals": np.full(f.normals.shape, 1e300)}, "float32's range"),
         ({"K": f.K * np.array([[1, 1, 10], [1, 1, 10], [1, 1, 1]], np.float32)}, "principal point"),
         ({"class_name": ""}, "class_name"),
         ({"class_name": 3}, "class_name"),

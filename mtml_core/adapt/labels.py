@@ -59,9 +59,11 @@ def _float_map(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
         raise ValueError(f"{name}: expected float values, got dtype {value.dtype}{hint}")
     if value.shape != shape:
         raise ValueError(f"{name}: expected shape {shape} (matching the image), got {value.shape}")
-    if np.isinf(value).any():
-        raise ValueError(f"{name}: contains inf (mark invalid pixels with NaN)")
-    return value.astype(np.float32)
+    with np.errstate(over="ignore"):
+        v = value.astype(np.float32)
+    if np.isinf(v).any():
+        raise ValueError(f"{name}: contains inf or values beyond float32's range (mark invalid pixels with NaN)")
+    return v
 
 
 def check_depth(depth: np.ndarray, hw: tuple[int, int], max_depth: float, min_valid: float,

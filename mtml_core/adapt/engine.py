@@ -56,9 +56,9 @@ class EngineConfig:
     fraction of valid pixels in a dense label. ``buffer_size`` frames per environment, ``buffer_bytes`` over all.
     Recognition is an open-set decision calibrated per model (:mod:`mtml_core.adapt.recognition`): ``auto_switch``
     loads the recognised profile when its confidence >= ``switch_confidence``. ``adapt_threads``: torch threads
-    while adapting (process-wide in torch,
-    restored afterwards). One is the default: inference keeps running beside adaptation, and torch's thread
-    pool on an oversubscribed CPU is many times slower than one thread (measured 2.0-6.9 s vs 0.2 s).
+    while adapting (process-wide in torch, restored afterwards). One is the default: inference keeps running beside
+    adaptation, and torch's thread pool on an oversubscribed CPU is many times slower than one thread (measured
+    2.0-6.9 s vs 0.2 s).
     """
 
     steps: int = 10
@@ -353,7 +353,11 @@ class AdaptationEngine:
             labels = torch.stack([f.label(task) for f in frames])  # type: ignore[misc]
             return labels, None, labels
         names = [f.class_name for f in frames]
-        classes = tuple(sorted(set(names)))
+        if self.model.cfg.arch == "unet":  # named categories keep their rows; new ones take the free rows after them
+            base = self.base_class_names
+            classes = base + tuple(sorted(set(names) - set(base)))
+        else:
+            classes = tuple(sorted(set(names)))
         if len(classes) > self.model.cfg.n_way:
             raise ValueError(f"class: {len(classes)} class names {list(classes)} but the head has "
                              f"{self.model.cfg.n_way} outputs")

@@ -338,9 +338,9 @@ class AdaptationEngine:
         for (task, _, _), (task_stats, result, names) in zip(jobs, done):
             stats[task] = task_stats
             multipliers[task] = self._np(result.multiplier)
-            heads[task] = {k: np.ascontiguousarray(v.numpy(), np.float32) for k, v in result.params.items()}
+            heads[task] = {k: np.asarray(v.numpy(), np.float32, order="C") for k, v in result.params.items()}
             class_names = names or class_names
-        plain = feats_np(images, None)[-1].reshape(len(frames), -1)
+        plain = self.backend.embed(images.numpy(), None)  # what recognize() compares with
         signature = plain / np.maximum(np.linalg.norm(plain, axis=1, keepdims=True), 1e-12)
         return ServingState(env, multipliers, heads, class_names, old.version + 1, signature,
                             {t: vars(s) for t, s in stats.items()})

@@ -9,10 +9,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from mtml_core.inner_loop import Params, adapt_head_best, head_params
 from mtml_core.losses import check_labels
-from mtml_core.model import MultiTaskModel
+from mtml_core.model import CosineClassHead, MultiTaskModel
 
 FeaturesFn = Callable[[torch.Tensor, torch.Tensor | None], list[torch.Tensor]]
 
@@ -21,7 +22,7 @@ def support_weights(model: MultiTaskModel, task: str, images: torch.Tensor, labe
                     features_fn: FeaturesFn | None = None) -> torch.Tensor:
     """w (B·C,) that ``task``'s attention module predicts from a support set, read on plain (unmodulated) features."""
     plain = (features_fn or model.features)(images, model.task_multiplier(task))
-    return model.attention_weights(task, plain[-1].flatten(1), labels)
+    return model.attention_weights(task, model.token_features(plain), labels)
 
 
 @dataclass
@@ -58,9 +59,24 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
             multiplier = model.prior_multiplier(task)
         x = model.head_input(task, feats_fn(images, multiplier)).detach()
     theta = {k: v.detach() for k, v in head_params(head).items()}
+    if isinstance(head, CosineClassHead):
+        theta["prototypes"] = imprint_prototypes(head, theta["prototypes"], x, labels, len(model.cfg.class_names))
     with torch.enable_grad():
         adapted, before, after = adapt_head_best(head, theta, x, labels, task, steps, lr, stop)
     return TaskAdaptation(task, None if multiplier is None else multiplier.detach(), adapted, before, after)
+
+
+def imprint_prototypes(head: CosineClassHead, prototypes: torch.Tensor, x: torch.Tensor, labels: torch.Tensor,
+                       first_free: int) -> torch.Tensor:
+    """New categories of a cosine class head: every row ≥ ``first_free`` (rows the training did not name) that the
+    support labels use gets the mean unit embedding of its support examples as prototype (weight imprinting)."""
+    out = prototypes.clone()
+    with torch.no_grad():
+        emb = head.embed(x)
+        for row in labels.unique().tolist():
+            if row >= first_free:
+                out[row] = F.normalize(emb[labels == row].mean(0), dim=0, eps=1e-6)
+    return out
 
 
 def estimate_prior_weights(model: MultiTaskModel,

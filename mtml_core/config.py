@@ -10,6 +10,7 @@ TASKS = ("class", "depth", "normals", "vp")
 DENSE_TASKS = ("depth", "normals")
 TASK_ADAPTATION = ("class",)
 DOMAIN_ADAPTATION = ("depth", "normals", "vp")
+ARCHS = ("paper", "unet")
 
 
 @dataclass
@@ -21,6 +22,11 @@ class ModelConfig:
     module. ``probabilistic``: P-AM instead of AM. ``use_attention``: False gives the ANIL multi-head baseline.
     ``medusa_masks``: learned per-task channel masks on every block (Medusa shared-feature attention).
     ``multiscale_heads``: tasks whose head reads all blocks' features (Medusa multi-scale head).
+    ``arch``: ``paper`` (Conv-4, the paper's heads) or ``unet`` (the product preset: double-conv GroupNorm blocks
+    of ``widths`` channels, the first at stride 2; U-Net dense heads reading every block; a Manhattan-frame VP
+    head; a cosine class head over named categories, ``n_way`` rows of which the first ``len(class_names)`` are
+    trained and the rest take new categories at run time). ``decoder_filters``: U-Net decoder widths, deep to
+    shallow (one per skip level).
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -42,6 +48,9 @@ class ModelConfig:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    arch: str = "paper"
+    widths: tuple[int, ...] = ()
+    decoder_filters: tuple[int, ...] = (64, 32, 16)
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -50,19 +59,32 @@ class ModelConfig:
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.class_names = tuple(str(v) for v in self.class_names)
+        self.widths = tuple(int(v) for v in self.widths)
+        self.decoder_filters = tuple(int(v) for v in self.decoder_filters)
         self.validate()
 
     @property
-    def multiplier_size(self) -> int:
-        """Length B·C of the multiplier vector."""
-        return self.blocks * self.filters
+    def block_widths(self) -> tuple[int, ...]:
+        """Channels of every backbone block (``widths``, or ``filters`` for each of ``blocks``)."""
+        return self.widths or (self.filters,) * self.blocks
 
-    def feature_hw(self) -> tuple[int, int]:
-        """Spatial size of the last block's output (each block halves with floor)."""
+    @property
+    def multiplier_size(self) -> int:
+        """Length of the multiplier vector: the sum of the block widths (B·C for equal widths)."""
+        return sum(self.block_widths)
+
+    def block_hw(self) -> list[tuple[int, int]]:
+        """Spatial size of every block's output (each block halves with floor)."""
         h, w = self.input_hw
+        out = []
         for _ in range(self.blocks):
             h, w = h // 2, w // 2
-        return h, w
+            out.append((h, w))
+        return out
+
+    def feature_hw(self) -> tuple[int, int]:
+        """Spatial size of the last block's output."""
+        return self.block_hw()[-1]
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
@@ -88,8 +110,20 @@ class ModelConfig:
         bad = [t for t in self.multiscale_heads if t not in self.tasks]
         if bad:
             raise ValueError(f"multiscale_heads: {bad} are not among tasks {list(self.tasks)}")
-        if self.class_names and len(self.class_names) != self.n_way:
-            raise ValueError(f"class_names: {len(self.class_names)} names for n_way={self.n_way}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch: {self.arch!r} is not one of {list(ARCHS)}")
+        if self.widths and (len(self.widths) != self.blocks or min(self.widths) < 1):
+            raise ValueError(f"widths: need {self.blocks} positive widths (one per block), got {list(self.widths)}")
+        if self.arch == "unet":
+            if len(self.decoder_filters) != self.blocks - 1 or min(self.decoder_filters, default=1) < 1:
+                raise ValueError(f"decoder_filters: need {self.blocks - 1} positive widths for {self.blocks} "
+                                 f"blocks, got {list(self.decoder_filters)}")
+            if any(w % 8 for w in self.block_widths):
+                raise ValueError(f"widths: unet blocks use GroupNorm in groups of 8 channels, got "
+                                 f"{list(self.block_widths)}")
+        named = len(self.class_names)
+        if named and (named > self.n_way if self.arch == "unet" else named != self.n_way):
+            raise ValueError(f"class_names: {named} names for n_way={self.n_way} class outputs")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists instead of tuples) for YAML/JSON."""

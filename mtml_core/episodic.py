@@ -39,6 +39,22 @@ def _per_group(value: torch.Tensor, shared_dims: int, t: int) -> torch.Tensor:
     return value.flatten(0, 1)
 
 
+def _per_image_features(backbone: Backbone, images: torch.Tensor, multipliers: torch.Tensor | None,
+                        params: Mapping[str, torch.Tensor] | None) -> list[torch.Tensor]:
+    """GroupNorm backbones normalise every image on its own: episodes need no grouping, only their multipliers."""
+    t, n = images.shape[:2]
+    if params is not None and any(params[k].shape != p.shape for k, p in backbone.named_parameters()):
+        raise ValueError("episodic backbone: per-episode weights need the paper (BatchNorm) backbone")
+    m = None
+    if multipliers is not None:
+        if multipliers.dim() == 2 and multipliers.shape[0] != t:
+            raise ValueError(f"multipliers: {multipliers.shape[0]} rows for {t} episodes")
+        m = multipliers.reshape(-1, multipliers.shape[-1]).expand(t, -1).repeat_interleave(n, dim=0)
+    x = images.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    feats = backbone(x, m) if params is None else torch.func.functional_call(backbone, dict(params), (x, m))
+    return [f.unflatten(0, (t, n)) for f in feats]
+
+
 def episode_features(backbone: Backbone, images: torch.Tensor, multipliers: torch.Tensor | None = None,
                      params: Mapping[str, torch.Tensor] | None = None, *,
                      update_stats: bool = True) -> list[torch.Tensor]:
@@ -54,8 +70,10 @@ def episode_features(backbone: Backbone, images: torch.Tensor, multipliers: torc
     if images.dim() != 5 or images.shape[2] != 3:
         raise ValueError(f"episode images: expected (T, N, 3, H, W), got {tuple(images.shape)}")
     t, n, _, height, width = images.shape
+    if backbone.arch != "paper":
+        return _per_image_features(backbone, images, multipliers, params)
     layers = _block_layers(backbone)
-    c = backbone.filters
+    c = backbone.widths[0]
     if multipliers is not None:
         if multipliers.shape[-1] != len(layers) * c or multipliers.dim() > 2:
             raise ValueError(f"multipliers: expected ({len(layers) * c},) or (T, {len(layers) * c}), "

@@ -33,8 +33,7 @@ from torch import nn
 
 from mtml_core.backends.manifest import FORMAT, MANIFEST, MODEL_DIR, sha256_file, write_json_atomic
 from mtml_core.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
-from mtml_core.medusa import fuse_scales
-from mtml_core.model import Backbone, MultiTaskModel
+from mtml_core.model import Backbone, MultiTaskModel, last_norm
 
 OPSET = 18  # the torch exporter's native opset; TensorRT >= 8.6 and ONNX Runtime >= 1.14 read it
 FOLDED_MULTIPLIERS = "folded.safetensors"
@@ -43,7 +42,13 @@ FOLDED_MULTIPLIERS = "folded.safetensors"
 def feature_blocks(model: MultiTaskModel) -> list[int]:
     """Indices of the blocks whose features the exported backbone returns."""
     blocks = model.cfg.blocks
-    return list(range(blocks)) if model.cfg.multiscale_heads else [blocks - 1]
+    every = bool(model.cfg.multiscale_heads) or model.cfg.arch == "unet"
+    return list(range(blocks)) if every else [blocks - 1]
+
+
+def head_reads_all(model: MultiTaskModel, task: str) -> bool:
+    """Whether ``task``'s head reads every block (``unet`` preset or a Medusa multi-scale head)."""
+    return model.cfg.arch == "unet" or task in model.cfg.multiscale_heads
 
 
 class BackboneGraph(nn.Module):
@@ -66,49 +71,54 @@ class HeadGraph(nn.Module):
     def __init__(self, model: MultiTaskModel, task: str) -> None:
         super().__init__()
         self.head = model.heads[task]
-        self.multiscale = task in model.cfg.multiscale_heads
+        self.head_input = model.head_input
+        self.task = task
 
     def forward(self, *feats: torch.Tensor) -> torch.Tensor:
-        """Task output from the features."""
-        x = fuse_scales(list(feats)) if self.multiscale else feats[-1]
-        return self.head(x)
+        """Task output from the features (all blocks, or only the last for a paper head)."""
+        return self.head(self.head_input(self.task, list(feats)))
 
 
 def fold_multiplier(backbone: Backbone, multiplier: torch.Tensor) -> Backbone:
-    """A copy of ``backbone`` (eval mode) whose BatchNorm scale and shift absorb a fixed multiplier vector.
+    """A copy of ``backbone`` (eval mode) whose last normalisation layer per block absorbs a fixed multiplier.
 
-    Block b computes maxpool(relu(bn(conv(x)))) · m_b; for m ≥ 0 the channel-wise scale commutes with ReLU and
-    max-pooling, so it equals maxpool(relu(bn'(conv(x)))) with γ' = γ·m_b and β' = β·m_b.
+    Block b ends in relu(γ·x̂ + β) (then max-pooling in the paper preset) and is multiplied by m_b; for m ≥ 0 the
+    channel-wise scale commutes with ReLU and max-pooling, so it equals relu(γ'·x̂ + β') with γ' = γ·m_b and
+    β' = β·m_b (BatchNorm or GroupNorm alike).
     """
-    n_blocks, c = len(backbone.blocks), backbone.filters
     m = multiplier.detach().to(torch.float32).reshape(-1)
-    if m.numel() != n_blocks * c:
-        raise ValueError(f"fold: multiplier has {m.numel()} values, backbone needs {n_blocks * c} (B·C)")
+    if m.numel() != backbone.multiplier_size:
+        raise ValueError(f"fold: multiplier has {m.numel()} values, backbone needs {backbone.multiplier_size} (the "
+                         "sum of its block widths; B·C for equal widths)")
     if not torch.isfinite(m).all() or (m < 0).any():
         raise ValueError("fold: multiplier values must be finite and >= 0 (a negative scale does not commute "
                          "with ReLU/max-pool)")
     folded = copy.deepcopy(backbone).eval()
     with torch.no_grad():
-        for b, block in enumerate(folded.blocks):
-            bn = block[1]
-            if not isinstance(bn, nn.BatchNorm2d) or bn.weight is None:
-                raise ValueError(f"fold: block {b} has no affine BatchNorm to fold into")
-            scale = m[b * c:(b + 1) * c]
-            bn.weight.mul_(scale)
-            bn.bias.mul_(scale)
+        for b, (block, scale) in enumerate(zip(folded.blocks, m.split(folded.widths))):
+            try:
+                norm = last_norm(block)
+            except ValueError:
+                raise ValueError(f"fold: block {b} has no affine normalisation to fold into") from None
+            norm.weight.mul_(scale)
+            norm.bias.mul_(scale)
     return folded
 
 
 def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
-                  output_names: list[str], shapes: dict[str, object], opset: int) -> onnx.ModelProto:
-    """torch.onnx.export (dynamo) with named inputs/outputs and dynamic dims (keyed by forward's argument names)."""
+                  output_names: list[str], shapes: dict[str, object], opset: int,
+                  optimize: bool = True) -> onnx.ModelProto:
+    """torch.onnx.export (dynamo) with named inputs/outputs and dynamic dims (keyed by forward's argument names).
+    ``optimize=False`` keeps every parameter an initializer of its own (no constant folding of weight-only
+    subgraphs such as a normalised prototype matrix), so adapted weights can be fed by name."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         level = logging.getLogger("torch.onnx").level
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         try:
             program = torch.onnx.export(module.eval(), args, input_names=input_names, output_names=output_names,
-                                        dynamic_shapes=shapes, opset_version=opset, dynamo=True, verbose=False)
+                                        dynamic_shapes=shapes, opset_version=opset, dynamo=True, verbose=False,
+                                        optimize=optimize)
         finally:
             logging.getLogger("torch.onnx").setLevel(level)
     proto = program.model_proto
@@ -166,11 +176,11 @@ def export_model(model: MultiTaskModel, out_dir: str | Path, *, checkpoint_dir: 
         feats = BackboneGraph(model.backbone, blocks)(example)
     heads = {}
     for task in cfg.tasks:
-        inputs = feat_names if task in cfg.multiscale_heads else feat_names[-1:]
-        args = feats if task in cfg.multiscale_heads else feats[-1:]
+        inputs = feat_names if head_reads_all(model, task) else feat_names[-1:]
+        args = feats if head_reads_all(model, task) else feats[-1:]
         name = f"head_{task}.onnx"
         proto = export_graph(HeadGraph(model, task), tuple(args), out / name, list(inputs), [task],
-                              {"feats": tuple({0: batch} for _ in inputs)}, opset)
+                              {"feats": tuple({0: batch} for _ in inputs)}, opset, optimize=False)
         files.append(name)
         heads[task] = {"file": name, "inputs": list(inputs), "output": task,
                        "params": _head_initializers(model.heads[task], proto, task)}
@@ -208,7 +218,7 @@ def export_model(model: MultiTaskModel, out_dir: str | Path, *, checkpoint_dir: 
         save_checkpoint(model, model_dir)
     files += [f"{MODEL_DIR}/{WEIGHTS}", f"{MODEL_DIR}/{CONFIG}"]
 
-    c = cfg.filters
+    widths = list(cfg.block_widths)
     doc = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -221,13 +231,14 @@ def export_model(model: MultiTaskModel, out_dir: str | Path, *, checkpoint_dir: 
         "tasks": list(cfg.tasks),
         "class_names": list(cfg.class_names),
         "n_way": cfg.n_way,
-        "multiplier": {"name": "multipliers", "blocks": cfg.blocks, "filters": c, "size": cfg.multiplier_size,
+        "multiplier": {"name": "multipliers", "blocks": cfg.blocks, "widths": widths, "size": cfg.multiplier_size,
                        "shape": ["M", cfg.multiplier_size], "rows": "M = 1 (one vector for the batch) or M = N",
-                       "layout": f"block-major: m[b*{c} + c] scales channel c of block b's output",
+                       "layout": f"block-major: block b's {widths} channels follow those of the blocks before it",
                        "identity": 1.0, "definition": "m = 1 - w (attention) times the task's Medusa mask"},
         "backbone": {"file": "backbone.onnx", "inputs": ["images", "multipliers"], "outputs": feat_names,
                      "blocks": blocks, "feature_shapes": {n: list(f.shape[1:]) for n, f in zip(feat_names, feats)}},
-        "embedding": {"output": feat_names[-1], "size": model.embedding_size},
+        "embedding": {"outputs": feat_names, "size": model.embedding_size,
+                      "definition": "mtml_core.model.token_features (arch " + cfg.arch + ")"},
         "heads": heads,
         "folded": folded_doc,
         "fold_source": fold_source,

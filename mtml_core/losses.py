@@ -3,7 +3,9 @@
 - class: cross-entropy.
 - depth: mean squared error of log-depth over valid pixels (the head predicts log-depth).
 - normals: mean squared error between unit vectors over valid pixels (= (2 - 2·cos) / 3 per pixel).
-- vp: sign-invariant squared error of the three unit directions, min(|d - d̂|², |d + d̂|²), averaged.
+- vp: squared error of unit directions invariant to every sign and to the order of the two horizontals (which
+  the Manhattan frame does not fix): the vertical's sign-invariant error plus the better of the two pairings of
+  the horizontals (eq. VP-1 below). Directions a label does not give (NaN rows) are left out.
 """
 
 from __future__ import annotations
@@ -37,11 +39,21 @@ def normals_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _valid_mean((pred - safe) ** 2, valid)
 
 
+def _sign_free_sq(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """min(|d̂ - d|², |d̂ + d|²) = 2 - 2·|d̂·d| for unit rows, over the last dimension."""
+    return torch.minimum(((pred - y) ** 2).sum(-1), ((pred + y) ** 2).sum(-1))
+
+
 def vp_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sign-invariant squared error of (N, 3, 3) unit directions, averaged over directions and components."""
-    plus = ((pred - y) ** 2).sum(-1)
-    minus = ((pred + y) ** 2).sum(-1)
-    return torch.minimum(plus, minus).mean() / 3.0
+    """(N, 3, 3) unit directions, row 0 vertical. Eq. VP-1:
+    L = e(v̂, v) + min(e(ĥ₁, h₁) + e(ĥ₂, h₂), e(ĥ₁, h₂) + e(ĥ₂, h₁)), e the sign-free squared error, averaged
+    over the given directions (a NaN label row drops its terms)."""
+    valid = torch.isfinite(y).all(-1)
+    safe = torch.where(valid[..., None], y, torch.zeros_like(y))
+    def err(i: int, j: int) -> torch.Tensor:
+        return torch.where(valid[:, j], _sign_free_sq(pred[:, i], safe[:, j]), torch.zeros_like(safe[:, j, 0]))
+    horizontal = torch.minimum(err(1, 1) + err(2, 2), err(1, 2) + err(2, 1))
+    return (err(0, 0) + horizontal).sum() / (3.0 * valid.sum().clamp(min=1))
 
 
 LOSSES = {"class": class_loss, "depth": depth_loss, "normals": normals_loss, "vp": vp_loss}
@@ -70,8 +82,11 @@ def check_labels(task: str, y: torch.Tensor, n_way: int | None = None) -> None:
     if task == "vp":
         if y.dim() != 3 or y.shape[1:] != (3, 3):
             raise ValueError(f"vp labels: expected (N, 3, 3), got {tuple(y.shape)}")
-        if not torch.isfinite(y).all():
-            raise ValueError("vp labels: contain NaN or inf")
+        if torch.isinf(y).any():
+            raise ValueError("vp labels: contain inf")
+        if not torch.isfinite(y[:, 0]).all():
+            raise ValueError("vp labels: the vertical direction (row 0) must be given (NaN marks only unknown "
+                             "horizontal directions)")
         return
     if task not in ("depth", "normals"):
         raise ValueError(f"unknown task {task!r}")

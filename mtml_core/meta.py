@@ -179,9 +179,14 @@ class MetaLearner:
         psi = list(model.attention.parameters())
         self.attention_optimizer = torch.optim.Adam(psi, lr=cfg.gamma) if psi else None
 
+    def task_adapts(self, task: str) -> bool:
+        """Whether ``task`` is meta-trained with the head inner loop (task adaptation: the paper's N-way class task);
+        the ``unet`` preset's class head names fixed categories, so it is trained pooled like the domain tasks."""
+        return task in TASK_ADAPTATION and self.model.cfg.arch == "paper"
+
     def inner_parameters(self, task: str) -> dict[str, nn.Parameter]:
         """The parameters the train-time inner loop adapts for ``task``: the head (task adaptation) or none."""
-        return dict(self.model.heads[task].named_parameters()) if task in TASK_ADAPTATION else {}
+        return dict(self.model.heads[task].named_parameters()) if self.task_adapts(task) else {}
 
     def step(self, batch: Batch) -> dict[str, float]:
         """One meta-update on ``batch``; returns the losses and diagnostics as floats (see :meth:`meta_loss`)."""
@@ -229,7 +234,7 @@ class MetaLearner:
         validate_batch(self.model, {task: (support_x, support_y, support_x, support_y)})
         feats = self._features(support_x, self.model.task_multiplier(task), update_stats=False)
         if task in self.model.attention:
-            w = self._weights(task, feats[-1], support_y)
+            w = self._weights(task, feats, support_y)
             feats = self._features(support_x, self._multiplier(task, w), update_stats=False)
         x = self._head_input(task, feats)
         return adapt_head_batched(self.model.heads[task], head_params(self.model.heads[task]), x, support_y, task,
@@ -268,14 +273,16 @@ class MetaLearner:
         mask = self.model.masks[task]().detach()
         return mask if w is None else (1.0 - w) * mask
 
-    def _tokens(self, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-episode attention tokens: last-block features (T, N, C, h, w) and labels (T, N, ...) → (T, N, D)."""
+    def _tokens(self, task: str, feats: list[torch.Tensor], y: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """Per-episode attention tokens: per-block features (T, N, C, h, w) and labels (T, N, ...) → (T, N, D)."""
         t, n = y.shape[:2]
-        return self.model.attention_tokens(task, x.flatten(2).flatten(0, 1), y.flatten(0, 1)).unflatten(0, (t, n))
+        x = self.model.token_features([f.flatten(0, 1) for f in feats])
+        x = x.detach() if detach else x
+        return self.model.attention_tokens(task, x, y.flatten(0, 1)).unflatten(0, (t, n))
 
-    def _weights(self, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _weights(self, task: str, feats: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """Deterministic per-episode w (T, B·C): AM output, or the P-AM prior mean."""
-        out = self.model.attention[task](self._tokens(task, x, y))
+        out = self.model.attention[task](self._tokens(task, feats, y))
         return torch.sigmoid(out[0]) if isinstance(out, tuple) else out
 
     def _head_input(self, task: str, feats: list[torch.Tensor]) -> torch.Tensor:
@@ -299,11 +306,11 @@ class MetaLearner:
         elif model.cfg.probabilistic:  # the posterior reads plain query embeddings (no gradient needed there)
             with torch.no_grad():
                 fq = self._features(qx, plain_m)
-        tokens = self._tokens(task, fs[-1].detach() if literal else fs[-1], sy)
+        tokens = self._tokens(task, fs, sy, detach=literal)
         kl = None
         if model.cfg.probabilistic:
             mu_p, log_sigma_p = model.attention[task](tokens)
-            mu_q, log_sigma_q = model.attention[task](self._tokens(task, fq[-1].detach(), qy))
+            mu_q, log_sigma_q = model.attention[task](self._tokens(task, fq, qy, detach=True))
             w = sample_weights(mu_q, log_sigma_q)
             kl = gaussian_kl(mu_q, log_sigma_q, mu_p, log_sigma_p).mean()
         else:
@@ -326,10 +333,14 @@ class MetaLearner:
         """Query loss of the adapted head (task adaptation) or pooled loss of θ (domain adaptation)."""
         head = self.model.heads[task]
         xs, xq = self._head_input(task, fs), self._head_input(task, fq)
-        if task not in TASK_ADAPTATION:
+        if not self.task_adapts(task):
             pred = functional_call(head, theta, (torch.cat([xs, xq], 1).flatten(0, 1),))
-            loss = task_loss(task, pred, torch.cat([sy, qy], 1).flatten(0, 1))
-            return loss, {"loss": float(loss.detach())}
+            labels = torch.cat([sy, qy], 1).flatten(0, 1)
+            loss = task_loss(task, pred, labels)
+            stats = {"loss": float(loss.detach())}
+            if task == "class":
+                stats["acc"] = float((pred.detach().argmax(-1) == labels).float().mean())
+            return loss, stats
         adapted = adapt_head_batched(head, theta, xs, sy, task, self.cfg.inner_steps, self.cfg.lr_for(task),
                                      self.cfg.first_order)
         pred = vmap(lambda p, x: functional_call(head, p, (x,)))(adapted, xq)

@@ -69,11 +69,17 @@ def normals_metrics(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
 
 
 def vp_metrics(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
-    """Vanishing directions (N, 3, 3), sign-invariant: MSE (as the loss), angular error (mean, median,
-    % within 1/2/10°), within 1e-3 (% of components, sign aligned)."""
+    """Vanishing directions (N, 3, 3), row 0 vertical, invariant to signs and to the order of the two horizontals:
+    MSE (as the loss), angular error (mean, median, % within 1/2/10°), within 1e-3 (% of components, sign
+    aligned). NaN label rows are left out."""
     p, t = _pair(pred, target, "vp")
     if p.dim() != 3 or p.shape[1:] != (3, 3):
         raise ValueError(f"vp metrics: expected (N, 3, 3), got {tuple(p.shape)}")
+    # the two horizontals are unordered (the Manhattan frame does not order them): take the better pairing
+    swapped = p[:, [0, 2, 1]]
+    def cost(q: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num(1.0 - (F.normalize(q, dim=-1) * t).sum(-1).abs(), nan=0.0).sum(-1)
+    p = torch.where((cost(swapped) < cost(p))[:, None, None], swapped, p)
     valid = torch.isfinite(t).all(dim=-1)
     p, t = F.normalize(p[valid], dim=-1), t[valid]
     sign = torch.where((p * t).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(p.dtype)

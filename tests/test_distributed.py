@@ -23,7 +23,7 @@ def losses(run):
 
 
 def test_two_ranks_match_one_process(tmp_path):
-    single = train(runconfig.load(None, TINY), tmp_path / "single", progress=False)
+    single = train(runconfig.load(runconfig.paper_config_path(), TINY), tmp_path / "single", progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "training.train", "--out", str(tmp_path / "ddp"), "--no-progress", "--device", "cpu",

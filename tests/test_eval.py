@@ -22,13 +22,15 @@ TINY = ["model.input_hw=[32,32]", "model.filters=8", "model.attention_dim=16", "
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    cfg = runconfig.load(None, TINY + ["model.tasks=[class,vp]", "meta.task_inner_lr={vp: 0.02}",
-                                       "model.attention_init_bias=-2.0"])
+    cfg = runconfig.load(runconfig.paper_config_path(),
+                         TINY + ["model.tasks=[class,vp]", "meta.task_inner_lr={vp: 0.02}",
+                                 "model.attention_init_bias=-2.0"])
     return train(cfg, tmp_path_factory.mktemp("eval") / "run", progress=False)
 
 
 def test_adaptation_settings_precedence():
-    cfg = runconfig.load(None, TINY + ["meta.task_inner_lr={depth: 0.02}", "eval.adapt_lr={vp: 0.5}"])
+    cfg = runconfig.load(runconfig.paper_config_path(),
+                         TINY + ["meta.task_inner_lr={depth: 0.02}", "eval.adapt_lr={vp: 0.5}"])
     assert adaptation_settings(cfg, "depth") == (2, 0.02)
     assert adaptation_settings(cfg, "vp") == (2, 0.5)
     assert adaptation_settings(cfg, "class", steps=7) == (7, 0.1)
@@ -99,7 +101,7 @@ def test_attention_report_fits_multipliers_that_beat_identity(run, tmp_path):
 
 
 def test_maml_runs_adapt_the_whole_network_and_zero_steps_change_nothing(tmp_path):
-    cfg = runconfig.load(None, TINY + ["model.tasks=[class]", "meta.method=maml"])
+    cfg = runconfig.load(runconfig.paper_config_path(), TINY + ["model.tasks=[class]", "meta.method=maml"])
     run = train(cfg, tmp_path / "maml", progress=False)
     model, _ = load_checkpoint(run)
     model.train()  # MAML's protocol: batch statistics

@@ -18,7 +18,7 @@ TINY = ["model.input_hw=[32,32]", "model.filters=8", "model.attention_dim=16", "
 
 
 def tiny(*extra):
-    return runconfig.load(None, TINY + list(extra))
+    return runconfig.load(runconfig.paper_config_path(), TINY + list(extra))
 
 
 def weights(run):
@@ -167,10 +167,10 @@ def test_reproduction_grids_cover_the_tables():
     t2 = reproduce_table2.entries(["maml", "pam"], [1, 5])
     assert [e.name for e in t2] == ["maml_1shot", "pam_1shot", "maml_5shot", "pam_5shot"]
     for preset in reproduce_table2.PRESETS.values():  # every preset is a valid config
-        cfg = runconfig.load(None, reproduce_table2.COMMON + preset["train"] + t2[0].overrides)
+        cfg = runconfig.load(runconfig.paper_config_path(), reproduce_table2.COMMON + preset["train"] + t2[0].overrides)
         assert cfg["data"]["source"] == "omniglot" and cfg["model"]["tasks"] == ["class"]
     for preset in reproduce_table1.PRESETS.values():
-        runconfig.load(None, preset["train"] + t1[0].overrides)
+        runconfig.load(runconfig.paper_config_path(), preset["train"] + t1[0].overrides)
 
 
 def test_time_limit_stops_and_saves_a_resumable_run(tmp_path):

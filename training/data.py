@@ -1,7 +1,9 @@
 """Episode sources for training and evaluation, by split: the built-in world (default) or Omniglot.
 
-Built-in world: scene-class episodes from the split's categories, depth / normals / VP episodes from the split's
-environments (train, val and test categories and environments are disjoint). Omniglot (class task only): split by
+Built-in world (``synth``): scene-class episodes from the split's categories, depth / normals / VP episodes from the
+split's environments (train, val and test categories and environments are disjoint). Sampled world (``world``, the
+product recipe): every step renders fresh frames of newly sampled environments in DataLoader workers
+(:mod:`mtml_core.data.world`); the class task names the place type. Omniglot (class task only): split by
 alphabet over the union of both archives (they may share alphabets): the alphabets only in the test archive are
 the test split, the train archive's alphabets are split into train / val alphabets.
 A meta-batch of step s holds the global episodes ``s * meta_batch + j``; rank r of a world of size W takes the
@@ -10,7 +12,7 @@ episodes j ≡ r (mod W), so the union over ranks is the single-process meta-bat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ from mtml_core.data.episodes import (
     collate,
 )
 from mtml_core.data.loaders.omniglot import omniglot_union_splits
+from mtml_core.data.world import PLACE_TYPES, WorldEpisodes, collate_envs, world_batch, world_loader
 from mtml_core.meta import Batch
 
 SPLITS = ("train", "val", "test")
@@ -89,4 +92,40 @@ def class_names(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     """The class names of every split (recorded in the run's config.yaml); empty without a class task."""
     if "class" not in cfg["model"]["tasks"]:
         return {}
+    if cfg["data"]["source"] == "world":
+        return {split: list(PLACE_TYPES) for split in SPLITS}
     return {split: list(class_source(cfg, split).class_names()) for split in SPLITS}
+
+
+def world_episodes(cfg: Mapping[str, Any], split: str, seed: int, augment: bool = False) -> WorldEpisodes:
+    """Sampled-world environment episodes of ``split`` (K support + domain_query query frames each)."""
+    data, model = cfg["data"], cfg["model"]
+    return WorldEpisodes(split, data["k_shot"], data["domain_query"], model["input_hw"], model["mean"], model["std"],
+                         seed=seed, augment=augment, max_depth=float(data["max_depth"]))
+
+
+def train_batches(cfg: Mapping[str, Any], tasks: Sequence[str], start_step: int, rank: int = 0, world: int = 1,
+                  device: torch.device | str = "cpu") -> Iterator[Batch]:
+    """The training meta-batches of this rank from ``start_step`` on (resumable: step s is always the same)."""
+    data, seed = cfg["data"], int(cfg["train"]["seed"])
+    if data["source"] == "world":
+        dataset = world_episodes(cfg, "train", seed * 7919 + rank, augment=data["augment"])
+        for envs in world_loader(dataset, data["envs_per_step"], start_step, data["workers"]):
+            yield world_batch(envs, tasks, data["k_shot"], device)
+        return
+    train_samplers = {t: s for t, s in samplers(cfg, "train").items() if t in tasks}
+    step = start_step
+    while True:
+        yield make_batch(train_samplers, step_seeds(seed, step, data["meta_batch"], rank, world), device)
+        step += 1
+
+
+def fixed_batch(cfg: Mapping[str, Any], split: str, seed: int, n: int, tasks: Sequence[str],
+                device: torch.device | str = "cpu") -> Batch:
+    """A fixed meta-batch of ``split`` (validation, the attention prior): ``n`` episodes (``world``: environments)."""
+    if cfg["data"]["source"] == "world":
+        dataset = world_episodes(cfg, split, seed)
+        return world_batch(collate_envs([dataset[j] for j in range(max(n, 2))]), tasks, cfg["data"]["k_shot"],
+                           device)
+    chosen = {t: s for t, s in samplers(cfg, split).items() if t in tasks}
+    return make_batch(chosen, [episode_seed(seed, j) for j in range(n)], device)

@@ -47,7 +47,7 @@ def run_grid(entries: Sequence[Entry], out: str | Path, base: Sequence[str] = ()
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for entry in entries:
         run_dir = out / entry.name
-        cfg = runconfig.load(config, [*base, *entry.overrides])
+        cfg = runconfig.load(config or runconfig.paper_config_path(), [*base, *entry.overrides])
         if not finished(run_dir, cfg["train"]["steps"]):
             resume = (run_dir / "config.yaml").is_file()
             if resume:

@@ -26,9 +26,8 @@ def fit_prior(model: MultiTaskModel, cfg: Mapping[str, Any], n_episodes: int = 8
     if not tasks:
         return
     device = next(model.parameters()).device
-    samplers = {t: s for t, s in episodes.samplers(cfg, "train").items() if t in tasks}
-    seeds = [episodes.episode_seed(int(cfg["train"]["seed"]) + PRIOR_SEED_OFFSET, j) for j in range(n_episodes)]
-    batch = episodes.make_batch(samplers, seeds, device)
+    batch = episodes.fixed_batch(cfg, "train", int(cfg["train"]["seed"]) + PRIOR_SEED_OFFSET, n_episodes, tasks,
+                                 device)
     was_training = model.training
     model.eval()
     try:

@@ -18,10 +18,10 @@ import yaml
 from mtml_core.config import ModelConfig
 from mtml_core.meta import MetaConfig, model_config_for
 
-SOURCES = ("synth", "omniglot")
+SOURCES = ("synth", "omniglot", "world")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {
-        "source": "synth",  # synth: built-in world; omniglot: class task only, Table 2
+        "source": "synth",  # synth: built-in environments; world: sampled environments (product); omniglot: Table 2
         "omniglot_train": "../shared/data/omniglot/images_background_small1.zip",
         "omniglot_test": "../shared/data/omniglot/images_background_small2.zip",
         "omniglot_val_fraction": 0.2,  # alphabets of the train archive held out for validation
@@ -30,6 +30,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "domain_query": 5,  # query frames per domain episode
         "meta_batch": 1,  # episodes per task per meta-step (global, over all ranks)
         "pool": 32,  # frames rendered per environment / category
+        "envs_per_step": 4,  # world: environments per meta-step (fresh frames every step)
+        "workers": 1,  # world: DataLoader worker processes rendering frames
+        "augment": True,  # world: photometric augmentation of training images
+        "max_depth": 80.0,  # metres; deeper label pixels are invalid (labels, losses, metrics)
     },
     "train": {
         "steps": 1000,
@@ -41,6 +45,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "threads": 0,  # torch threads (0: torch's default)
         "retain_heap": True,  # keep freed CPU memory for reuse: faster steps, higher resident memory (mtml_core.heap)
         "max_minutes": None,  # stop (and save) after this wall time
+        "lr_schedule": "constant",  # constant | cosine (warm-up, then cosine decay over train.steps)
+        "bf16": False,  # bfloat16 autocast for the forward pass (CPUs with AVX512-BF16, GPUs)
     },
     "eval": {
         "episodes": 40,
@@ -56,8 +62,13 @@ SECTIONS = ("model", "meta", *DEFAULTS)
 
 
 def default_config_path() -> Path:
-    """training/configs/default.yaml (shipped as package data)."""
+    """training/configs/default.yaml, the product recipe (shipped as package data)."""
     return Path(str(resources.files("training") / "configs" / "default.yaml"))
+
+
+def paper_config_path() -> Path:
+    """training/configs/paper.yaml: the paper's Conv-4 preset on the built-in environments (table reproductions)."""
+    return Path(str(resources.files("training") / "configs" / "paper.yaml"))
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -105,7 +116,7 @@ def resolve(doc: Mapping[str, Any]) -> dict[str, Any]:
         if bad:
             raise ValueError(f"config: unknown key(s) {bad} in section {section!r}; known: {sorted(defaults)}")
         out[section] = {**copy.deepcopy(defaults), **given}
-    for section, key in (("train", "max_minutes"), ("data", "omniglot_val_fraction")):
+    for section, key in (("train", "max_minutes"), ("data", "omniglot_val_fraction"), ("data", "max_depth")):
         value = out[section][key]
         if value is not None:  # YAML reads 1e-3 (no dot) as a string
             try:
@@ -138,8 +149,21 @@ def check(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"{section}.{key}: must be an integer >= 0, got {value!r}")
     if data["k_shot"] + max(data["domain_query"], data["class_query"]) > data["pool"]:
         raise ValueError(f"data.pool={data['pool']} is smaller than k_shot + query")
+    if data["source"] == "world":
+        for key in ("envs_per_step", "workers"):
+            if not isinstance(data[key], int) or data[key] < (2 if key == "envs_per_step" else 0):
+                raise ValueError(f"data.{key}: must be an integer >= {2 if key == 'envs_per_step' else 0}, "
+                                 f"got {data[key]!r}")
+        if not isinstance(data["augment"], bool):
+            raise ValueError(f"data.augment: must be true or false, got {data['augment']!r}")
+    if not float(data["max_depth"]) > 0:
+        raise ValueError(f"data.max_depth: must be > 0 metres, got {data['max_depth']!r}")
     if not 0 <= float(data["omniglot_val_fraction"]) < 1:
         raise ValueError(f"data.omniglot_val_fraction: must be in [0, 1), got {data['omniglot_val_fraction']!r}")
+    if train["lr_schedule"] not in ("constant", "cosine"):
+        raise ValueError(f"train.lr_schedule: {train['lr_schedule']!r} is not one of ['constant', 'cosine']")
+    if not isinstance(train["bf16"], bool):
+        raise ValueError(f"train.bf16: must be true or false, got {train['bf16']!r}")
     if not isinstance(train["retain_heap"], bool):
         raise ValueError(f"train.retain_heap: must be true or false, got {train['retain_heap']!r}")
     if train["max_minutes"] is not None and not float(train["max_minutes"]) > 0:

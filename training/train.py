@@ -13,6 +13,7 @@ Run folder: ``model.safetensors`` + ``config.yaml`` (the full run config, class 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -81,12 +82,29 @@ def set_train_mode(model: MultiTaskModel, frozen_backbone: bool) -> None:
         model.backbone.eval()
 
 
-def train_step(learner: MetaLearner, batch: Batch, ctx: dist_utils.Context) -> dict[str, float]:
-    """One meta-update (MetaLearner.step with the gradients and BN statistics averaged over ranks)."""
+def lr_factor(step: int, steps: int, schedule: str, warmup: int = 50) -> float:
+    """Rate multiplier at ``step``: 1 (constant), or a linear warm-up then a cosine decay to 5 % (cosine). A pure
+    function of the step, so a resumed run continues the same schedule."""
+    if schedule == "constant" or steps <= 0:
+        return 1.0
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train_step(learner: MetaLearner, batch: Batch, ctx: dist_utils.Context, lr_scale: float = 1.0,
+               bf16: bool = False) -> dict[str, float]:
+    """One meta-update (MetaLearner.step with the gradients and BN statistics averaged over ranks); rates scaled by
+    ``lr_scale``; ``bf16``: the forward pass under bfloat16 autocast (CPU with AVX512-BF16, or CUDA)."""
     optimizers = [o for o in (learner.optimizer, learner.attention_optimizer) if o is not None]
-    for opt in optimizers:
+    for opt, base in zip(optimizers, (learner.cfg.beta, learner.cfg.gamma)):
         opt.zero_grad(set_to_none=True)
-    loss, stats = learner.meta_loss(batch)
+        for group in opt.param_groups:
+            group["lr"] = base * lr_scale
+    device = next(learner.model.parameters()).device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        loss, stats = learner.meta_loss(batch)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"meta-step: non-finite loss; per-task figures {stats}")
     loss.backward()
@@ -193,23 +211,22 @@ def train(cfg: dict[str, Any], run_dir: str | Path, *, init: str | Path | None =
         run = Run(cfg, run_dir, ctx, init=Path(init) if init else None, freeze_backbone=freeze_backbone,
                   resume=resume)
         steps = cfg["train"]["steps"] if run.tasks else run.step
-        tr, data = cfg["train"], cfg["data"]
-        train_samplers = {t: s for t, s in episodes.samplers(cfg, "train").items() if t in run.tasks}
+        tr = cfg["train"]
+        batches = episodes.train_batches(cfg, run.tasks, run.step, ctx.rank, ctx.world, ctx.device)
         val_batch = None
         if ctx.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             log = MetricsLog(run_dir, keep_until=run.step)
             if run.tasks:
-                val_samplers = {t: s for t, s in episodes.samplers(cfg, "val").items() if t in run.tasks}
-                val_seeds = [episodes.episode_seed(tr["seed"] + 7919, j) for j in range(tr["val_episodes"])]
-                val_batch = episodes.make_batch(val_samplers, val_seeds, ctx.device)
+                val_batch = episodes.fixed_batch(cfg, "val", tr["seed"] + 7919, tr["val_episodes"], run.tasks,
+                                                 ctx.device)
         start, bar = time.monotonic(), None
         if ctx.main and progress and run.step < steps:
             bar = tqdm(total=steps, initial=run.step, desc=f"{cfg['meta']['method']} train", dynamic_ncols=True,
                        mininterval=1.0)
         while run.step < steps:
-            seeds = episodes.step_seeds(tr["seed"], run.step, data["meta_batch"], ctx.rank, ctx.world)
-            stats = train_step(run.learner, episodes.make_batch(train_samplers, seeds, ctx.device), ctx)
+            stats = train_step(run.learner, next(batches), ctx, lr_factor(run.step, steps, tr["lr_schedule"]),
+                               tr["bf16"])
             run.step += 1
             if run.step % tr["log_every"] == 0 or run.step == steps:
                 values = {k: dist_utils.all_mean(v, ctx) for k, v in _log_values(stats, run.tasks).items()}

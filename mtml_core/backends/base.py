@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mtml_core.backends.manifest import Manifest
+from mtml_core.model import token_features
 from mtml_core.preprocess import to_tensor
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -26,7 +27,7 @@ def as_array(x: ArrayLike) -> np.ndarray:
     """Host float32 C-contiguous numpy view/copy of an array or tensor."""
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float32).numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.asarray(x, dtype=np.float32, order="C")  # (ascontiguousarray would turn a 0-d scale into 1-d)
 
 
 class Backend(ABC):
@@ -123,9 +124,9 @@ class Backend(ABC):
         return self._backbone(x, m) if index is None else self._folded_backbone(index, x)
 
     def embed(self, images: ArrayLike, multipliers: ArrayLike | None = None) -> np.ndarray:
-        """x: the flattened last-block features (N, D)."""
-        last = self.features(images, multipliers)[-1]
-        return last.reshape(last.shape[0], -1)
+        """x (N, D), as :func:`mtml_core.model.token_features` computes it for the exported model's preset."""
+        feats = [torch.from_numpy(f) for f in self.features(images, multipliers)]
+        return token_features(feats, self.manifest.doc["model"].get("arch", "paper")).numpy()
 
     def head(self, task: str, feats: Sequence[np.ndarray], params: HeadParams | None = None) -> np.ndarray:
         """One head on backbone features (``params``: adapted weights, None = exported)."""

@@ -222,6 +222,16 @@ def test_leftovers_are_cleaned_when_a_store_is_opened(saved):
     assert store(root).load("lab").name == "lab"
 
 
+def test_a_json_naming_another_profiles_tensors_never_removes_them(saved):
+    s, meta, doc = saved
+    yard = json.loads(s.save(make("yard", value=3.0)).read_text())
+    meta.write_text(json.dumps({**doc, "tensors": yard["tensors"]}))  # hand-edited: points at yard's file
+    s.save(make("lab", value=4.0))
+    s.delete("lab")
+    store(s.root)
+    assert s.load("yard").multipliers["depth"][0] == 3.0
+
+
 def test_older_profiles_still_load_and_migrate(saved):
     s, meta, doc = saved
     legacy = s.root / "lab.safetensors"

@@ -193,9 +193,11 @@ class ProfileStore:
         except (OSError, ValueError, RecursionError):
             return None
         data = doc.get("tensors") if isinstance(doc, dict) else None
-        if isinstance(data, str) and (_VERSIONED.fullmatch(data) or data == f"{meta_path.stem}.safetensors"):
-            return data
-        return None
+        if not isinstance(data, str):
+            return None
+        match = _VERSIONED.fullmatch(data)
+        own = match is not None and match["name"] == meta_path.stem  # never another profile's file
+        return data if own or data == f"{meta_path.stem}.safetensors" else None
 
     def cleanup(self) -> list[str]:
         """Remove temp files and tensors files that no profile JSON names (left by interrupted saves or deletes);

@@ -8,8 +8,10 @@ shipped default unless --model) on a private ROS domain with LOCALHOST discovery
 from the first 50 of the sequence) with bag_camera while `~/collect` runs, then plays the evaluation frames (every
 5th frame from 200 frames after the last support frame on: not copies of the support set) and records `~/depth` and
 `~/normals`, calls `~/adapt`, and plays the evaluation frames again. camera_info cannot be replayed by bag_camera
-(it replays one Image topic): the client republishes the bag's camera_info record of each image's stamp as the image
-arrives. Metrics (mtml_core.metrics, at the network's output size, ground truth resized by nearest neighbour): depth
+(it replays one Image topic): the client republishes the bag's camera_info records (while the support frames play,
+each in turn every 50 ms, matched by stamp in the node; during evaluation each image's record as it arrives). The
+depth bag_camera loops until the support images are done (the node collects depth only while it has a publisher).
+Metrics (mtml_core.metrics, at the network's output size, ground truth resized by nearest neighbour): depth
 AbsRel, RMSE, delta<1.25 against the Kinect depth; normals angle against the pseudo ground truth of
 mtml_core.data.pseudo_normals (derived from the depth, not measured) -- before adapting, after, and the trivial
 baselines from the same support frames: per-pixel median of the support depths, the support's constant median,
@@ -23,6 +25,7 @@ the per-pixel mean of the support normals. Writes bench/results/real_adapt.json 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -139,7 +142,8 @@ def run_node(args: argparse.Namespace, work: Path, support: list[int], evaluatio
                   "-r", f"depth_label:={TOPICS['depth']}", "-r", f"camera_info:={TOPICS['info']}"],
                  env, work / "perception_node.log")
     client = subprocess.Popen([py, str(Path(__file__).resolve()), "--client", "--work", str(work),
-                               "--shots", str(len(support)), "--rate", str(args.rate)],
+                               "--shots", str(len(support)), "--rate", str(args.rate),
+                               "--support-rate", str(args.support_rate)],
                               env=env, cwd=ROOT, start_new_session=True)
     try:
         code = client.wait(args.timeout)
@@ -210,6 +214,7 @@ class BenchClient:
 
     def __init__(self, work: Path) -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, qos_profile_sensor_data
         from rclpy.serialization import deserialize_message
         from rosbags.rosbag2 import Reader
@@ -220,12 +225,12 @@ class BenchClient:
         self.rclpy, self.work = rclpy, work
         rclpy.init()
         self.node = rclpy.create_node("real_adapt_client")
-        self.infos: dict[int, Any] = {}
+        self.infos: dict[str, dict[int, Any]] = {}
         for bag in ("support_bag", "eval_bag"):
             with Reader(work / bag) as reader:
                 conns = [c for c in reader.connections if c.topic == TOPICS["info"]]
-                for _, t, raw in reader.messages(connections=conns):
-                    self.infos[t] = deserialize_message(raw, CameraInfo)
+                self.infos[bag] = {t: deserialize_message(raw, CameraInfo)
+                                   for _, t, raw in reader.messages(connections=conns)}
         self.info_pub = self.node.create_publisher(CameraInfo, TOPICS["info"], qos_profile_sensor_data)
         self.node.create_subscription(Image, TOPICS["image"], self._on_image, qos_profile_sensor_data)
         self.outputs: dict[str, dict[int, np.ndarray]] = {"depth": {}, "normals": {}}
@@ -234,14 +239,35 @@ class BenchClient:
                                       reliable)
         self.node.create_subscription(Image, f"{NODE}/normals", lambda m: self._keep("normals", m, normals_from_msg),
                                       reliable)
+        self.diag: dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
         self.clients: dict[str, Any] = {}
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name == "mtml: perception_node":
+                self.diag = {kv.key: kv.value for kv in status.values}
+
+    def wait_collected(self, shots: int, quiet: float = 10.0) -> None:
+        """Until the node's collection has `shots` frames or its count has not moved for `quiet` seconds."""
+        last, since = None, time.monotonic()
+        end = since + 300.0
+        while time.monotonic() < end:
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+            state = self.diag.get("adaptation_state", "")
+            if not state.startswith("collecting"):
+                return
+            if state != last:
+                last, since = state, time.monotonic()
+            if state.endswith(f" {shots}/{shots}") or time.monotonic() - since > quiet:
+                return
 
     @staticmethod
     def _stamp(msg: Any) -> int:
         return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
     def _on_image(self, msg: Any) -> None:
-        info = self.infos.get(self._stamp(msg))
+        info = self.infos["eval_bag"].get(self._stamp(msg))
         if info is not None:
             self.info_pub.publish(info)
 
@@ -267,28 +293,40 @@ class BenchClient:
         return future.result()
 
     def play(self, bag: str, rate: float, with_depth: bool) -> None:
-        """Replay a bag's image (and depth) topics with bag_camera processes; returns when they are done."""
-        def camera(topic: str, subscribers: int, name: str) -> subprocess.Popen:
+        """Replay a bag's images (and depth) with bag_camera processes; returns when the images are done."""
+        def camera(topic: str, subscribers: int, name: str, loop: bool) -> subprocess.Popen:
             with open(self.work / f"bag_camera_{name}.log", "ab") as log:
                 return subprocess.Popen(
                     [sys.executable, "-m", "mtml.bag_camera", "--ros-args", "-r", f"__node:=bag_camera_{name}",
                      "-p", f"bag:={self.work / bag}", "-p", f"topic:={topic}", "-p", f"rate:={rate}",
-                     "-p", f"wait_subscribers:={subscribers}", "-r", f"image:={topic}"],
-                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                     "-p", f"loop:={str(loop).lower()}", "-p", f"wait_subscribers:={subscribers}",
+                     "-r", f"image:={topic}"],
+                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
-        procs = []
-        if with_depth:  # depth first: the node keeps recent depth labels, so they are there when the image comes
-            procs.append(camera(TOPICS["depth"], 1, "depth"))
+        depth, timer = None, None
+        if with_depth:
+            # the support frames' camera_info records, one every 50 ms in turn, all the time the support bag plays:
+            # the node keeps recent camera_infos by stamp, so each image finds its own however late it is processed
+            cycle = itertools.cycle(self.infos[bag].values())
+            timer = self.node.create_timer(0.05, lambda: self.info_pub.publish(next(cycle)))
+            # depth first and in a loop until the images are done: the node keeps recent depth labels by stamp, and
+            # collects a frame with depth only while a depth publisher exists
+            depth = camera(TOPICS["depth"], 1, "depth", loop=True)
             self.spin_until(lambda: "replaying" in (self.work / "bag_camera_depth.log").read_text(errors="replace"),
-                            60.0, "bag_camera (depth)")
-        procs.append(camera(TOPICS["image"], 2, "image"))  # node + this client (which republishes camera_info)
-        self.spin_until(lambda: all(p.poll() is not None for p in procs), 600.0, f"bag_camera playing {bag}")
-        bad = [p.returncode for p in procs if p.returncode != 0]
-        if bad:
-            raise RuntimeError(f"bag_camera exited with {bad}; see {self.work}/bag_camera_*.log")
-        self._settle()
+                            300.0, "bag_camera (depth)")
+        image = camera(TOPICS["image"], 2, "image", loop=False)  # node + this client (which republishes camera_info)
+        try:
+            self.spin_until(lambda: image.poll() is not None, 900.0, f"bag_camera playing {bag}")
+            self._settle()
+        finally:
+            if depth is not None:
+                stop(depth)
+            if timer is not None:
+                self.node.destroy_timer(timer)
+        if image.returncode != 0:
+            raise RuntimeError(f"bag_camera exited with {image.returncode}; see {self.work}/bag_camera_image.log")
 
-    def _settle(self, seconds: float = 1.5) -> None:
+    def _settle(self, seconds: float = 3.0) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.rclpy.spin_once(self.node, timeout_sec=0.02)
@@ -315,9 +353,11 @@ def run_client(args: argparse.Namespace) -> int:
         r = client.call("collect", Collect, environment=ENV, start=True)
         if not r.success:
             raise RuntimeError(f"collect refused: {r.message}")
-        client.play("support_bag", args.rate / 2, with_depth=True)
+        client.play("support_bag", args.support_rate, with_depth=True)
+        client.wait_collected(args.shots)
         r = client.call("collect", Collect, environment=ENV, start=False)
         collected = int(r.frames)
+        diag = dict(client.diag)
         print(f"real_adapt: collected {collected} of {args.shots} support frames ({r.message})", flush=True)
         before = client.record("eval_bag", args.rate)
         t0 = time.monotonic()
@@ -336,7 +376,8 @@ def run_client(args: argparse.Namespace) -> int:
                                                                                            ("after", after))
                            for k in ("depth", "normals")})
     (work / "client.json").write_text(json.dumps({
-        "collected": collected, "answered": {"before": len(before["depth"]), "after": len(after["depth"])},
+        "collected": collected, "node_diagnostics_after_collect": diag,
+        "answered": {"before": len(before["depth"]), "after": len(after["depth"])},
         "adapt": {"success": bool(ad.success), "message": ad.message, "seconds": float(ad.seconds),
                   "service_call_seconds": call_s, "tasks": list(ad.tasks),
                   "loss_before": list(ad.loss_before), "loss_after": list(ad.loss_after)}}))
@@ -429,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=10, help="support frames collected (K)")
     parser.add_argument("--model", default="", help="checkpoint or export dir (default: the shipped default)")
     parser.add_argument("--rate", type=float, default=5.0, help="evaluation replay rate, frames/s")
+    parser.add_argument("--support-rate", type=float, default=0.5, help="support replay rate, frames/s (slow: the "
+                        "node must match every support frame with its labels)")
     parser.add_argument("--steps", type=int, default=10, help="inner steps (--in-process; the node: its params)")
     parser.add_argument("--in-process", action="store_true", help="AdaptationEngine in this process, no ROS")
     parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the process id)")
@@ -466,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": list(out["before_depth"].shape[1:3]),
         "normals_ground_truth": "PSEUDO ground truth: mtml_core.data.pseudo_normals from the Kinect depth and K "
                                 "(windowed plane fits), not measured",
-        "adapt": info["adapt"], "answered": info.get("answered"), "metrics": res,
+        "adapt": info["adapt"], "answered": info.get("answered"),
+        "node_diagnostics_after_collect": info.get("node_diagnostics_after_collect"), "metrics": res,
         "targets": TARGETS,
         "target_met": {"depth_abs_rel_after": d["after"]["abs_rel"] <= TARGETS["depth_abs_rel_after"],
                        "depth_abs_rel_vs_best_baseline": d["after"]["abs_rel"]

@@ -51,8 +51,9 @@ def _material(rng: np.random.Generator, split: str) -> dict:
 
 def _around(rng: np.random.Generator, lo: float, hi: float, spread: float, bounds: tuple[float, float]) -> list:
     """An environment's own range: a centre drawn in [lo, hi], ± ``spread``, clipped to ``bounds``."""
-    c = rng.uniform(lo, hi)
-    return [round(float(max(bounds[0], c - spread)), 3), round(float(min(bounds[1], c + spread)), 3)]
+    c = float(np.clip(rng.uniform(lo, hi), *bounds))
+    a = round(max(bounds[0], c - spread), 3)
+    return [a, max(a, round(min(bounds[1], c + spread), 3))]
 
 
 def _geometry(rng: np.random.Generator, family: str) -> dict:

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from mtml_core.config import ModelConfig
-from mtml_core.heap import retain_freed_memory
 from mtml_core.meta import MetaConfig, MetaLearner, build_learner, model_config_for
 from mtml_core.model import MultiTaskModel
+from training.heap import retain_freed_memory
 
 WAY, SHOT, QUERY, EPISODES, STEPS, SIZE = 5, 1, 15, 4, 5, 84
 VARIANTS = (  # name, method, mode, first_order

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from mtml_core.heap import retain_freed_memory
 from mtml_core.meta import MetaLearner, build_learner
 from mtml_core.model import MultiTaskModel
 from training import data, runconfig
+from training.heap import retain_freed_memory
 
 VARIANTS = (  # name, method, mode, first_order
     ("AM joint", "am", "joint", True),

@@ -1,4 +1,4 @@
-"""mtml_core.heap: freed blocks stay in the process (resident) instead of going back to the OS."""
+"""training.heap: freed blocks stay in the process (resident) instead of going back to the OS."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 CHILD = """
 import sys
 import torch
-from mtml_core.heap import retain_freed_memory
+from training.heap import retain_freed_memory
 
 def resident_mb():
     with open("/proc/self/statm") as f:

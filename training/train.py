@@ -24,13 +24,13 @@ import torch
 from tqdm import tqdm
 
 from mtml_core.checkpoint import load_checkpoint, load_config, save_checkpoint
-from mtml_core.heap import retain_freed_memory
 from mtml_core.meta import Batch, MetaLearner, build_learner
 from mtml_core.model import MultiTaskModel
 from training import data as episodes
 from training import distributed as dist_utils
 from training import runconfig
 from training.curves import MetricsLog, plot_curves
+from training.heap import retain_freed_memory
 from training.prior import fit_prior
 from training.state import load_train_state, save_train_state
 

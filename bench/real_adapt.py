@@ -245,7 +245,7 @@ class BenchClient:
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name == "mtml: perception_node":
+            if status.name.endswith("perception_node"):  # "mtml: <node's full name>"
                 self.diag = {kv.key: kv.value for kv in status.values}
 
     def wait_collected(self, shots: int, quiet: float = 10.0) -> None:
@@ -254,7 +254,9 @@ class BenchClient:
         end = since + 300.0
         while time.monotonic() < end:
             self.rclpy.spin_once(self.node, timeout_sec=0.05)
-            state = self.diag.get("adaptation_state", "")
+            state = self.diag.get("adaptation_state")
+            if state is None:  # no diagnostics yet
+                continue
             if not state.startswith("collecting"):
                 return
             if state != last:

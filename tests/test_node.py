@@ -350,3 +350,100 @@ def test_bad_inputs_are_answered_or_logged_with_a_reason_and_the_node_keeps_serv
     assert not got["recognize_none"]["success"] and got["recognize_none"]["best"] == ""
     assert not list((tmp / "profiles").glob("*")) and not (tmp.parent / "evil.json").exists()
     assert node.proc.poll() is None and "Traceback" not in log
+
+
+CONVENTIONS = """
+import numpy as np
+from node_helpers import Client, plain
+from mtml.image_conv import rgb_to_msg
+from mtml.messages import camera_info_msg
+from mtml_core.data.spec import get_env
+from mtml_core.data.synth import render_frame
+from std_msgs.msg import Header
+
+NS = "/robot1/perception_node"
+c = Client()
+depth = c.record(NS + "/depth", "sensor_msgs/msg/Image")
+infos = c.record(NS + "/depth/camera_info", "sensor_msgs/msg/CameraInfo")
+diag = c.record("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", reliable=True)
+image, info = c.publisher("/robot1/image"), c.publisher("/robot1/camera_info", "sensor_msgs/msg/CameraInfo")
+frame = render_frame(get_env("corridor_office"), 0, (60, 80))
+K = frame.K * np.array([[1.5, 1, 1], [1, 1.5, 1], [1, 1, 1]], np.float32)  # not the fallback's 60 degrees
+
+def send(sec, with_info):
+    h = Header(frame_id="cam")
+    h.stamp.sec = sec
+    if with_info:
+        info.publish(camera_info_msg(K, (60, 80), h))
+        c.spin(0.05)
+    image.publish(rgb_to_msg(frame.rgb, h))
+
+def answer(sec, timeout=20):
+    end = c.now() + timeout
+    while c.now() < end:
+        got = {m.header.stamp.sec: m for _, m in infos}
+        if sec in got and any(m.header.stamp.sec == sec for _, m in depth):
+            return got[sec]
+        send(sec, sec >= 200)
+        c.spin(0.2)
+    return None
+
+out = {}
+for sec in (100, 200):  # before any camera_info (the fallback), then with the camera's
+    m = answer(sec)
+    d = next(m for _, m in depth if m.header.stamp.sec == sec)
+    out[str(sec)] = None if m is None else {"hw": [m.height, m.width], "depth_hw": [d.height, d.width],
+                                           "k": list(m.k), "p": list(m.p), "frame_id": m.header.frame_id}
+out["K"] = K.tolist()
+srv = "rcl_interfaces/srv/DescribeParameters"
+out["describe"] = c.call(NS + "/describe_parameters", srv_type=srv, names=["shots", "overlay_max_depth", "backend"])
+pubs = c.node.get_publishers_info_by_topic(NS + "/depth")
+out["depth_reliability"] = [str(p.qos_profile.reliability) for p in pubs]
+c.spin_until(lambda: diag, 10)
+out["diag_name"] = diag[-1][1].status[0].name if diag else None
+out["list_bad_name"] = c.call(NS + "/profiles", srv_type="mtml_interfaces/srv/Profile", command="list",
+                              name="../not a name")
+out["huge_steps"] = c.call(NS + "/adapt", srv_type="mtml_interfaces/srv/Adapt", environment="lab",
+                           inner_steps=2147483647)
+out["collect"] = c.call(NS + "/collect", srv_type="mtml_interfaces/srv/Collect", environment="lab", start=True,
+                        class_label="room")
+for sec in range(300, 340):  # one frame is all it takes (shots:=1): the collection stops by itself
+    send(sec, True)
+    c.spin(0.1)
+out["stop"] = c.call(NS + "/collect", srv_type="mtml_interfaces/srv/Collect", environment="lab", start=False)
+c.close(out)
+"""
+
+
+def test_ros_conventions_camera_info_namespaces_qos_overrides_ranges_and_small_service_fixes(export, tmp_path):
+    with RosSession(tmp_path, interfaces=True) as ros:
+        node = start_node(ros, export, tmp_path / "profiles", "shots:=1", "collect_rate:=0.0",
+                          "qos_overrides./robot1/perception_node/depth.publisher.reliability:=best_effort",
+                          remap={"__ns": "/robot1"}, timeout=300)
+        client = ros.python(child_code(CONVENTIONS), "conventions")
+        assert client.wait(120) == 0, client.log() + node.log()
+        got = last_json(client.log())
+        assert node.stop() == 0, node.log()
+    from mtml_core.data.geometry import intrinsics, scale_intrinsics
+
+    model_hw = (48, 64)
+    # REP 118: a CameraInfo for every depth image, same header, at the depth image's (the model's) resolution;
+    # K scaled from the camera's, or from the fallback field of view before any camera_info arrived
+    for sec, k_camera in (("100", intrinsics(60.0, SIZE)), ("200", np.array(got["K"]))):
+        info = got[sec]
+        assert info["hw"] == info["depth_hw"] == list(model_hw) and info["frame_id"] == "cam"
+        want = scale_intrinsics(k_camera, SIZE, model_hw)
+        np.testing.assert_allclose(np.reshape(info["k"], (3, 3)), want, rtol=1e-5)
+        np.testing.assert_allclose(np.reshape(info["p"], (3, 4))[:, :3], want, rtol=1e-5)
+    ranges = {d["name"]: d for d in got["describe"]["descriptors"]}
+    assert [(r["from_value"], r["to_value"]) for r in ranges["shots"]["integer_range"]] == [(1, 1000)]
+    assert ranges["overlay_max_depth"]["floating_point_range"][0]["to_value"] == 1e4
+    assert ranges["backend"]["read_only"] and not ranges["backend"]["integer_range"]
+    assert got["depth_reliability"] == ["QoSReliabilityPolicy.BEST_EFFORT"]  # overridden by parameter
+    assert got["diag_name"] == "mtml: /robot1/perception_node"
+    assert got["list_bad_name"]["success"]  # LIST ignores the name, as the .srv says
+    assert not got["huge_steps"]["success"] and "inner_steps must be in [0, 1000]" in got["huge_steps"]["message"]
+    assert got["collect"]["success"], got
+    stop = got["stop"]
+    assert stop["success"] and stop["frames"] == 1, stop
+    assert stop["message"] == "collection for lab had already stopped by itself with 1 frames"

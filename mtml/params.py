@@ -102,10 +102,10 @@ PARAMS: tuple[Param, ...] = (
     Param("shots", 10, "labelled frames to collect per environment (collection then stops)", bounds=(1, 1000)),
     Param("collect_rate", 2.0, "most frames per second added while collecting (0 = every frame)",
           bounds=(0.0, 1000.0)),
-    Param("inner_steps", 10, "inner-loop steps of an adaptation when the request says 0", bounds=(1, 1000)),
-    Param("max_inner_steps", 1000, "most inner-loop steps an adapt request may ask for", bounds=(1, 100000)),
-    Param("adapt_timeout", 120.0, "seconds an adaptation may take; a longer one is abandoned (the old state keeps "
-          "serving) and the adapt request answered with the reason", bounds=(0.1, 86400.0)),
+    Param("inner_steps", 10, "inner-loop steps of an adaptation when the request says 0 (a request may ask for "
+          "up to 1000, mtml_core.adapt.engine.MAX_STEPS)", bounds=(1, 1000)),
+    Param("adapt_timeout", 120.0, "seconds an adaptation may take; past it it stops between inner steps, the old "
+          "state keeps serving and the adapt request is answered with the reason", bounds=(0.1, 86400.0)),
     Param("adapt_threads", 1, "torch threads per adapting task (inference keeps the rest of the CPU)",
           read_only=True, bounds=(1, 64)),
     Param("adapt_workers", 2, "tasks adapted in parallel", read_only=True, bounds=(1, 4)),

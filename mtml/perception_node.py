@@ -49,14 +49,14 @@ from mtml.collection import Collector, Needs
 from mtml.image_conv import array_to_msg, check_size, depth_from_msg, rgb_from_compressed, rgb_from_msg
 from mtml.throttle import KINDS, Throttle, safe
 from mtml_core.adapt import AdaptationEngine, EngineConfig, check_name
+from mtml_core.adapt.engine import MAX_STEPS
 from mtml_core.adapt.labels import check_class_name, check_vp
 from mtml_core.data.geometry import intrinsics
 from mtml_core.export_cache import resolve_export
 
 SWITCH_INTERVAL = 0.0005  # s, see main()
 BACKGROUND_NICE = 10  # the worker thread yields the CPU to inference (and to the rest of the robot)
-CLOSE_WAIT = 3.0  # s the shutdown waits for the worker before exiting without it
-TIMED_OUT = object()  # result of a worker call that ran past its time limit
+CLOSE_WAIT = 3.0  # s the shutdown waits for the worker (a cancelled adaptation stops at its next inner step)
 
 
 def _background_priority() -> None:
@@ -88,7 +88,8 @@ def build_engine(p: dict[str, Any], log: Any) -> AdaptationEngine:
         if p["tensorrt.cache_dir"]:
             opts["cache_dir"] = os.path.expanduser(p["tensorrt.cache_dir"])
     config = EngineConfig(steps=p["inner_steps"], buffer_size=1000, switch_confidence=p["recognize_threshold"],
-                          adapt_threads=p["adapt_threads"], adapt_workers=p["adapt_workers"])
+                          adapt_threads=p["adapt_threads"], adapt_workers=p["adapt_workers"],
+                          adapt_timeout=p["adapt_timeout"])
     model = Path(os.path.expanduser(p["model"])) if p["model"] else params.DEFAULT_MODEL
     try:
         export = resolve_export(model, Path(os.path.expanduser(p["export_cache_dir"])), log.info)
@@ -223,6 +224,8 @@ class PerceptionNode(Node):
                 self.engine.config.switch_confidence = prm.value
             elif prm.name == "inner_steps":
                 self.engine.config.steps = prm.value
+            elif prm.name == "adapt_timeout":
+                self.engine.config.adapt_timeout = prm.value
             elif prm.name == "warn_period":
                 self.throttle.period = prm.value
             elif prm.name == "diagnostics_period":
@@ -356,9 +359,8 @@ class PerceptionNode(Node):
         if self.adapting is not None:
             raise ValueError(f"adapting {self.adapting} right now: load a profile when it is done")
 
-    async def _in_worker(self, timeout: float, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the worker thread and await it without blocking the executor; TIMED_OUT after
-        ``timeout`` s (the call itself runs on)."""
+    async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in the worker thread and await it without blocking the executor."""
         future = Future()
 
         def finish(result: Any = None, exc: BaseException | None = None) -> None:
@@ -377,12 +379,8 @@ class PerceptionNode(Node):
             except Exception as exc:  # handed to the awaiting service callback
                 finish(exc=exc)
 
-        timer = self.create_timer(timeout, lambda: finish(TIMED_OUT))
         self.worker.submit(work)
-        try:
-            return await future
-        finally:
-            self.destroy_timer(timer)
+        return await future
 
     def on_collect(self, req: Collect.Request, res: Collect.Response) -> Collect.Response:
         """Start (clearing the environment's frames) or stop collecting labelled frames."""
@@ -425,7 +423,7 @@ class PerceptionNode(Node):
 
     def _check_adapt(self, req: Adapt.Request) -> tuple[str, int]:
         """The environment and step count of an adapt request; ValueError says what is wrong with it."""
-        top = self.p["max_inner_steps"]
+        top = MAX_STEPS
         if not 0 <= req.inner_steps <= top:
             raise ValueError(f"inner_steps must be in [0, {top}] (0 = the inner_steps parameter), got "
                              f"{req.inner_steps}")
@@ -445,30 +443,22 @@ class PerceptionNode(Node):
         c = self.collector.current
         if c is not None and c.env == env:
             self.collector.stop(env)  # frames still with the worker are added before the adaptation starts
-        timeout = self.p["adapt_timeout"]
         self.get_logger().info(f"adapting {env}: {self.engine.buffer.count(env)} frames, {steps} steps")
 
         def adapt() -> Any:
             try:
-                return self.engine.adapt(env, steps)
+                return self.engine.adapt(env, steps)  # stops itself past adapt_timeout (rejected, with the reason)
             finally:
-                self.adapting = None  # also when nobody waits for the result any more (timed out)
+                self.adapting = None
 
         self.adapting = env
         try:
-            result = await self._in_worker(timeout, adapt)
+            result = await self._in_worker(adapt)
         except ValueError as exc:
             res.success, res.message = False, str(exc)
             return res
         except Exception as exc:  # no request may stop the node
             res.success, res.message = False, f"adaptation failed: internal error {type(exc).__name__}: {exc}"
-            return res
-        if result is TIMED_OUT:
-            res.success = False
-            res.message = (f"adaptation of {env} took longer than adapt_timeout = {timeout:g} s: not waited for "
-                           "(it ends within max_inner_steps steps; profile loads are refused until then)")
-            self.last_adapt = f"{env}: timed out"
-            self.get_logger().warning(res.message)
             return res
         res.success, res.seconds = result.accepted, float(result.seconds)
         res.tasks = list(result.tasks)
@@ -582,8 +572,8 @@ class PerceptionNode(Node):
 
     # -- shutdown ------------------------------------------------------------------------------------------------------
     def close(self) -> bool:
-        """Stop taking input, then stop the worker; returns False when an adaptation is still running in it (it
-        cannot be interrupted; the caller exits without waiting for it)."""
+        """Stop taking input, cancel a running adaptation (it stops at its next inner step, the old state serving)
+        and join the worker; returns False when the worker did not end within CLOSE_WAIT s."""
         with self.done_lock:
             self.closing = True  # no more results handed to the executor
         for timer in (self.collect_timer, self.diag_timer, self.recognize_timer):
@@ -591,7 +581,9 @@ class PerceptionNode(Node):
         for sub in list(self.subscriptions):
             self.destroy_subscription(sub)
         self.worker.shutdown(wait=False, cancel_futures=True)
-        end = time.monotonic() + (0.0 if self.adapting is not None else CLOSE_WAIT)
+        if self.engine.cancel():
+            print("perception_node: cancelled the running adaptation (discarded)", file=sys.stderr, flush=True)
+        end = time.monotonic() + CLOSE_WAIT
         for thread in _WORKERS:
             thread.join(max(0.0, end - time.monotonic()))
         return not any(t.is_alive() for t in _WORKERS)
@@ -607,15 +599,16 @@ def _cli(argv: list[str]) -> None:
 
 
 def _close(node: PerceptionNode | None, executor: SingleThreadedExecutor) -> None:
-    """Shut down in order: input and timers, the worker thread (joined), the executor, the node. An adaptation
-    still running cannot be interrupted and writes nothing: then exit without waiting for it."""
+    """Shut down in order: input and timers, the worker thread (a running adaptation cancelled, the thread joined),
+    the executor, the node. A worker that does not end in time (a single inner step running on) writes nothing:
+    then exit without waiting for it."""
     joined = node is None or node.close()
     executor.shutdown(timeout_sec=1.0)
     if node is not None:
         node.destroy_node()
     if not joined:
         rclpy.try_shutdown()
-        print("perception_node: exiting during an adaptation (discarded)", file=sys.stderr, flush=True)
+        print("perception_node: exiting without waiting for the worker thread", file=sys.stderr, flush=True)
         os._exit(0)
 
 

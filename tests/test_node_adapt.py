@@ -159,22 +159,22 @@ depth = c.record("/perception_node/depth", "sensor_msgs/msg/Image")
 c.spin_until(lambda: len(depth) >= 3, 30)  # frames and labels flow
 print(c.call("collect", environment="sand", start=True, class_label="x"), flush=True)
 c.spin(2.0)  # 2 frames at 20 Hz
-print(c.call("adapt", environment="sand", inner_steps=100000, timeout=300), flush=True)
+print(c.call("adapt", environment="sand", inner_steps=1000, timeout=300), flush=True)
 """
 
 
-def test_ctrl_c_during_an_adaptation_exits_at_once_and_cleanly(export, tmp_path):
+def test_ctrl_c_during_an_adaptation_cancels_it_and_exits_cleanly(export, tmp_path):
     with RosSession(tmp_path, interfaces=True) as ros:
         sim_camera(ros)
-        node = start_node(ros, export, tmp_path / "profiles", "shots:=2", "collect_rate:=0.0",
-                          "max_inner_steps:=100000", remap=REMAP)
+        node = start_node(ros, export, tmp_path / "profiles", "shots:=2", "collect_rate:=0.0", remap=REMAP)
         ros.python(child_code(LONG_ADAPT), "client")
         deadline = time.monotonic() + 60
-        while "adapting sand: 2 frames, 100000 steps" not in node.log():
+        while "adapting sand: 2 frames, 1000 steps" not in node.log():
             assert time.monotonic() < deadline and node.proc.poll() is None, node.log()
             time.sleep(0.1)
         time.sleep(1.0)
         t0 = time.monotonic()
         code = node.stop(grace=10)
         assert code == 0 and time.monotonic() - t0 < 5, node.log()
-    assert "exiting during an adaptation (discarded)" in node.log() and "Traceback" not in node.log()
+    # the adaptation is cancelled (it stops at its next inner step), the worker joined: a clean exit
+    assert "cancelled the running adaptation (discarded)" in node.log() and "Traceback" not in node.log()

@@ -17,6 +17,7 @@ place type named before any adaptation (new styles, known place types), and 5-wa
 (the test categories family/neon, family/sandstone; new rows imprinted from the support, then head steps).
 
     python bench/quality.py [--model DIR] [--anil RUN] [--episodes 60] [--split test|val]
+    python bench/quality.py --tune [--episodes 12]   # test-time rates per task on VALIDATION environments
 
 Writes bench/results/quality.json (quality_val.json for --split val) and PNG panels in docs/quality/ (per task:
 RGB | ground truth | served | adapted).
@@ -149,6 +150,24 @@ def domain_eval(models: dict[str, MultiTaskModel], rates: dict[str, float], step
     return out
 
 
+def tune(model: MultiTaskModel, steps: int, grid: list[float], episodes: int, size: tuple[int, int], mean: tuple,
+         std: tuple, max_depth: float) -> dict:
+    """Mean query loss of AM adaptation per task and test-time rate on validation environments."""
+    envs = test_envs("val", episodes)
+    data = WorldEpisodes("val", 5, 5, size, mean, std, seed=33, specs=envs, length=len(envs), max_depth=max_depth)
+    losses: dict[str, dict[float, list[float]]] = {t: {lr: [] for lr in grid} for t in DOMAIN if t in model.cfg.tasks}
+    for e in range(len(envs)):
+        ep = data[e]
+        for task, per_rate in losses.items():
+            sy, qy = ep[task][:5], ep[task][5:]
+            for lr in grid:
+                pred = adapted(model, task, ep["x"][:5], sy, ep["x"][5:], steps, lr, True)
+                per_rate[lr].append(paired_loss(task, pred.detach(), qy))
+    table = {t: {str(lr): summary(v) for lr, v in per_rate.items()} for t, per_rate in losses.items()}
+    best = {t: min(per_rate, key=lambda lr: float(np.mean(per_rate[lr]))) for t, per_rate in losses.items()}
+    return {"val_query_loss": table, "best_rate": best}
+
+
 def class_eval(model: MultiTaskModel, steps: int, lr: float, episodes: int, split: str, size: tuple[int, int],
                mean: tuple, std: tuple) -> dict:
     """Place type named before adaptation (new styles) and 5-way 5-shot novel categories, against baselines."""
@@ -230,6 +249,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="test-time head steps (default: the model's meta.inner_steps)")
     ap.add_argument("--rate", action="append", default=[], metavar="TASK=LR", help="override a test-time rate")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tune", action="store_true", help="choose test-time rates on validation environments")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -246,6 +266,11 @@ def main() -> None:
     max_depth = float(doc.get("data", {}).get("max_depth", 80.0))
     cfg = model.cfg
     common = (tuple(cfg.input_hw), cfg.mean, cfg.std)
+    if args.tune:
+        result = tune(model, steps, [0.001, 0.003, 0.01, 0.03], args.episodes, *common, max_depth)
+        (RESULTS / "quality_tune.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        return
     report = {"model": str(args.model), "anil": str(args.anil) if args.anil else None, "split": args.split,
               "episodes": args.episodes, "shots": 5, "query_frames": 5, "steps": steps, "rates": rates,
               "max_depth_m": max_depth, "machine": platform.processor() or platform.machine()}

@@ -435,7 +435,7 @@ def picture(maps: dict[str, np.ndarray], rows: list[int], path: Path, max_depth:
     """Per chosen frame: RGB | ground truth | before | after, the depth row above the normals row."""
     import cv2
 
-    h, w = 180, 240
+    h, w = 120, 160
 
     def depth_img(d: np.ndarray) -> np.ndarray:
         v = np.clip(np.nan_to_num(d, nan=0.0) / max_depth, 0, 1)
@@ -450,7 +450,7 @@ def picture(maps: dict[str, np.ndarray], rows: list[int], path: Path, max_depth:
 
     def cell(img: np.ndarray, text: str) -> np.ndarray:
         img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_NEAREST)
-        cv2.putText(img, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(img, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
         return img
 
     blocks = []

@@ -443,6 +443,9 @@ class PerceptionNode(Node):
         c = self.collector.current
         if c is not None and c.env == env:
             self.collector.stop(env)  # frames still with the worker are added before the adaptation starts
+        elif self.engine.buffer.count(env) == 0 and not self.collector.jobs:  # answered here: nothing to log
+            res.success, res.message = False, f"no frames collected for environment {env!r}"
+            return res
         self.get_logger().info(f"adapting {env}: {self.engine.buffer.count(env)} frames, {steps} steps")
 
         def adapt() -> Any:

@@ -212,7 +212,7 @@ def test_leftovers_are_cleaned_when_a_store_is_opened(saved):
     s, meta, doc = saved
     root = s.root
     junk = ["lab.json.tmp", "lab.0123456789abcdef.safetensors.tmp", "lab.0123456789abcdef.safetensors",
-            "gone.fedcba9876543210.safetensors", "_recognition.json.tmp"]
+            "gone.fedcba9876543210.safetensors", ".recognition.json.tmp"]
     keep = ["notes.txt", "other.tmp", "broken.0123456789abcdef.safetensors", "broken.json"]
     for name in junk + keep:
         (root / name).write_text("x")

@@ -55,7 +55,7 @@ KEYS = frozenset({"format", "name", "created", "model_sha256", "tensors", "tenso
 STAT_KEYS = frozenset({"shots", "loss_before", "loss_after", "loss_initial", "baseline"})
 BASELINES = ("serving", "initial")
 LOCK_FILE = ".lock"
-CALIBRATION_FILE = "_recognition.json"  # recognition calibration of the model (not a profile: names start alnum)
+CALIBRATION_FILE = ".recognition.json"  # the model's recognition calibration (hidden, like the lock: not a profile)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERSIONED = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)\.[0-9a-f]{16}\.safetensors")
 

@@ -239,6 +239,32 @@ def panel(task: str, x: torch.Tensor, gt: torch.Tensor, before: torch.Tensor, af
     plt.close(fig)
 
 
+def _cell(v: dict) -> str:
+    return f"{v['mean']:.3g} ± {v['ci95']:.2g}" if v.get("ci95") is not None else f"{v['mean']:.3g}"
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown tables (one per scope and task; rows: models and baselines)."""
+    lines = []
+    for scope, title in (("held_out", "Held-out test environments"), ("in_domain", "In-domain (training styles, "
+                                                                                  "new environments)")):
+        for task, rows in report.get(scope, {}).items():
+            keys = [k for k in HEADLINE[task]]
+            lines += [f"**{title}, {task}** ({report['episodes'] if scope == 'held_out' else '≥10'} episodes, "
+                      "5-shot, mean ± 95% CI)", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+            for name, vals in rows.items():
+                if "mean" in vals:
+                    lines.append(f"| {name} | {_cell(vals)} (paired loss difference) |" + " |" * (len(keys) - 1))
+                else:
+                    lines.append(f"| {name} | " + " | ".join(_cell(vals[k]) for k in keys) + " |")
+            lines.append("")
+    for title, rows in report.get("class", {}).items():
+        lines += [f"**Scene class: {title}**", "", "| | accuracy % |", "|---|---|"]
+        lines += [f"| {k} | {_cell(v) if isinstance(v, dict) else f'{v:.3g}'} |" for k, v in rows.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run every evaluation, print the headline table, write the JSON and the panels."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -250,6 +276,7 @@ def main() -> None:
     ap.add_argument("--rate", action="append", default=[], metavar="TASK=LR", help="override a test-time rate")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tune", action="store_true", help="choose test-time rates on validation environments")
+    ap.add_argument("--grid", default="0.001,0.003,0.01,0.03,0.1", help="--tune: comma-separated rates")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -267,7 +294,7 @@ def main() -> None:
     cfg = model.cfg
     common = (tuple(cfg.input_hw), cfg.mean, cfg.std)
     if args.tune:
-        result = tune(model, steps, [0.001, 0.003, 0.01, 0.03], args.episodes, *common, max_depth)
+        result = tune(model, steps, [float(v) for v in args.grid.split(",")], args.episodes, *common, max_depth)
         (RESULTS / "quality_tune.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result, indent=1))
         return
@@ -285,6 +312,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / ("quality.json" if args.split == "test" else "quality_val.json")
     out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(markdown(report))
     for scope in ("held_out", "in_domain"):
         for task, rows in report[scope].items():
             for name, vals in rows.items():

@@ -232,6 +232,13 @@ def test_a_json_naming_another_profiles_tensors_never_removes_them(saved):
     assert s.load("yard").multipliers["depth"][0] == 3.0
 
 
+def test_copy_takes_the_json_and_the_tensors_it_names(saved, tmp_path):
+    s, meta, doc = saved
+    out = s.copy("lab", tmp_path / "elsewhere")
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["lab.json", doc["tensors"]])
+    assert store(out.parent).load("lab").class_names == ("door", "hall")
+
+
 def test_older_profiles_still_load_and_migrate(saved):
     s, meta, doc = saved
     legacy = s.root / "lab.safetensors"

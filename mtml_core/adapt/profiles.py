@@ -399,6 +399,17 @@ class ProfileStore:
         return Profile(name, multipliers, heads, tuple(doc["class_names"]), tensors.get("signature"),
                        {t: dict(s) for t, s in doc["stats"].items()}, doc["created"])
 
+    def copy(self, name: str, dest: str | Path) -> Path:
+        """Copy a verified profile into directory ``dest`` (tensors first, then the JSON that names them, each
+        written atomically); returns the copied JSON's path."""
+        self.load(name)
+        doc = self.read_meta(name)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        _write_atomic(dest / doc["tensors"], read_capped(self.root / doc["tensors"], MAX_TENSORS_BYTES))
+        _write_atomic(dest / f"{name}.json", read_capped(self.root / f"{name}.json", MAX_JSON_BYTES))
+        return dest / f"{name}.json"
+
     def names(self) -> list[str]:
         """Names of the profiles present (by their JSON files), sorted."""
         if not self.root.is_dir():

@@ -273,10 +273,8 @@ class AdaptationEngine:
 
     def warmup(self) -> None:
         """Run inference and a one-step adaptation of every task once on a dummy frame (nothing is swapped), so
-        that the first real calls do not pay torch's and the runtime's one-time start-up costs (~1 s); with a
-        profiles directory, also read (or compute, ~1.5 s once per model) the recognition calibration."""
-        if self.profiles is not None:
-            self.recognition_calibration()
+        that the first real calls do not pay torch's and the runtime's one-time start-up costs (~1 s). The
+        recognition calibration is not part of it (see :meth:`recognition_calibration`)."""
         h, w = self.backend.input_hw
         self.infer(np.full((h, w, 3), 128, np.uint8))
         normals = torch.zeros(3, h, w)
@@ -420,8 +418,9 @@ class AdaptationEngine:
 
     def recognition_calibration(self) -> Calibration:
         """The model's recognition calibration: cached, else read from the profiles directory, else computed on
-        renders of the built-in environments (a few seconds, :func:`mtml_core.adapt.recognition.calibrate`) and
-        stored there."""
+        renders of the built-in environments (~1.5 s once per model and directory on the dev CPU,
+        :func:`mtml_core.adapt.recognition.calibrate`) and stored there. The first :meth:`recognize` calls it; a
+        caller that must not stall then can call it beforehand in a worker thread."""
         if self._calibration is None:
             store = self._store()
             try:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from safetensors.torch import load_file
 
 from mtml_core.backends import load_backend
 from mtml_core.backends.manifest import load_manifest
@@ -38,9 +39,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "mtml_core" / "assets" / "default"
 
 
-def make_export(out: Path, fold: torch.Tensor) -> Path:
-    """Export the shipped default model if present (else a random default-config one), folding ``fold`` for
-    every task, plus a backbone without the multiplier input (``backbone_plain.onnx``)."""
+def make_export(out: Path, rng: np.random.Generator) -> Path:
+    """Export the shipped default model if present (else a random default-config one), folding a random multiplier
+    vector in [0.5, 1] for every task, plus a backbone without the multiplier input (``backbone_plain.onnx``)."""
     if (DEFAULT_MODEL / "model.safetensors").is_file():
         from mtml_core.checkpoint import load_checkpoint
 
@@ -49,6 +50,7 @@ def make_export(out: Path, fold: torch.Tensor) -> Path:
     else:
         torch.manual_seed(0)
         model, source = MultiTaskModel(ModelConfig()).eval(), "random init (ModelConfig defaults)"
+    fold = torch.from_numpy(rng.uniform(0.5, 1.0, model.cfg.multiplier_size).astype(np.float32))
     export_model(model, out, fold={t: fold for t in model.cfg.tasks})
     blocks = load_manifest(out).doc["backbone"]["blocks"]
     h, w = model.cfg.input_hw
@@ -89,9 +91,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     tmp = tempfile.TemporaryDirectory(prefix="mtml-bench-")
     out = args.export or Path(tmp.name)
-    fold = torch.from_numpy(rng.uniform(0.5, 1.0, 128).astype(np.float32))
-    source = str(args.export) if args.export else str(make_export(out, fold))
+    source = str(args.export) if args.export else str(make_export(out, rng))
     man = load_manifest(out)
+    fold = load_file(str(out / man.doc["folded_multipliers"]))["folded_0"]
     h, w = man.input_hw
     x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
     size = man.multiplier_size

@@ -141,7 +141,8 @@ def test_collect_adapt_while_streaming_then_profile_round_trip(export, tmp_path)
     assert got2["labels_before"] == list(CLASS_NAMES)
     np.testing.assert_allclose(b["fresh"], a["before"], rtol=1e-5)  # a fresh node serves the meta-initialisation
     rec = got2["recognize"]
-    assert rec["success"] and rec["best"] == "sand" and not rec["switched"] and rec["confidence"] == pytest.approx(1.0)
+    # open-set recognition (calibrated per model): the same frames clear the switching threshold by far
+    assert rec["success"] and rec["best"] == "sand" and not rec["switched"] and rec["confidence"] >= 0.8
     assert got2["labels_not_switched"] == list(CLASS_NAMES)
     assert all(r["successful"] for r in got2["auto"])
     assert "recognised sand (confidence 1.00): profile loaded" in node2.log()

@@ -188,7 +188,9 @@ def test_cli_exports_a_run_with_a_folded_profile(tmp_path, capsys):
     assert man.doc["source_checkpoint"] == str(run.resolve()) and man.doc["fold_source"] == str(meta.resolve())
     assert [e["tasks"] for e in man.folded] == [["depth"], ["vp"]]
     np.testing.assert_array_equal(man.folded_multipliers()["folded_0"].numpy(), vec)
-    assert (tmp_path / "out" / "profiles" / "lab.safetensors").is_file()
+    copied = ProfileStore(tmp_path / "out" / "profiles", sha256_file(run / "model.safetensors"), spec, 32,
+                          model.embedding_size).load("lab")  # the copy is a complete, verified profile
+    np.testing.assert_array_equal(copied.multipliers["depth"], vec)
     assert "parity onnxruntime vs torch" in capsys.readouterr().out
     other = tmp_path / "other"
     save_checkpoint(small_model(seed=5), other)

@@ -10,7 +10,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -41,15 +40,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_fold(run: Path, profile_json: Path) -> dict[str, torch.Tensor | None]:
-    """Per-task multipliers of a profile made for the model in ``run`` (verified like the engine does)."""
+def profile_store(run: Path, profile_json: Path) -> ProfileStore:
+    """The profile store holding ``profile_json``, checked against the model in ``run`` as the engine checks it."""
     if profile_json.suffix != ".json" or not profile_json.is_file():
         raise FileNotFoundError(f"--fold-env: profile JSON not found: {profile_json}")
     model, _ = load_checkpoint(run)
     spec = {t: {k: list(v.shape) for k, v in model.heads[t].named_parameters()} for t in model.cfg.tasks}
-    store = ProfileStore(profile_json.parent, sha256_file(run / WEIGHTS), spec, model.cfg.multiplier_size,
-                         model.embedding_size)
-    profile = store.load(profile_json.stem)
+    return ProfileStore(profile_json.parent, sha256_file(run / WEIGHTS), spec, model.cfg.multiplier_size,
+                        model.embedding_size)
+
+
+def load_fold(run: Path, profile_json: Path) -> dict[str, torch.Tensor | None]:
+    """Per-task multipliers of a profile made for the model in ``run`` (verified like the engine does)."""
+    profile = profile_store(run, profile_json).load(profile_json.stem)
     return {t: None if m is None else torch.from_numpy(m) for t, m in profile.multipliers.items()}
 
 
@@ -78,11 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"exported {args.run} -> {manifest}")
     if args.fold_env:
-        dest = args.out / "profiles"
-        dest.mkdir(exist_ok=True)
-        for path in (args.fold_env, args.fold_env.with_suffix(".safetensors")):
-            shutil.copyfile(path, dest / path.name)
-        print(f"folded profile {args.fold_env.stem!r}; copied to {dest}")
+        dest = profile_store(args.run, args.fold_env).copy(args.fold_env.stem, args.out / "profiles")
+        print(f"folded profile {args.fold_env.stem!r}; copied to {dest.parent}")
     if not args.no_check:
         diffs = parity(args.out)
         print("parity onnxruntime vs torch (max abs): " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))

@@ -26,7 +26,8 @@ def test_two_ranks_match_one_process(tmp_path):
     single = train(runconfig.load(runconfig.paper_config_path(), TINY), tmp_path / "single", progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "training.train", "--out", str(tmp_path / "ddp"), "--no-progress", "--device", "cpu",
+           "training.train", "--config", str(runconfig.paper_config_path()), "--out", str(tmp_path / "ddp"),
+           "--no-progress", "--device", "cpu",
            *sum((["--set", s] for s in TINY), [])]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

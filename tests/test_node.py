@@ -400,7 +400,8 @@ out["K"] = K.tolist()
 srv = "rcl_interfaces/srv/DescribeParameters"
 out["describe"] = c.call(NS + "/describe_parameters", srv_type=srv, names=["shots", "overlay_max_depth", "backend"])
 pubs = c.node.get_publishers_info_by_topic(NS + "/depth")
-out["depth_reliability"] = [str(p.qos_profile.reliability) for p in pubs]
+from rclpy.qos import ReliabilityPolicy
+out["depth_reliability"] = [ReliabilityPolicy(p.qos_profile.reliability).name for p in pubs]
 c.spin_until(lambda: diag, 10)
 out["diag_name"] = diag[-1][1].status[0].name if diag else None
 out["list_bad_name"] = c.call(NS + "/profiles", srv_type="mtml_interfaces/srv/Profile", command="list",
@@ -441,7 +442,7 @@ def test_ros_conventions_camera_info_namespaces_qos_overrides_ranges_and_small_s
     assert [(r["from_value"], r["to_value"]) for r in ranges["shots"]["integer_range"]] == [(1, 1000)]
     assert ranges["overlay_max_depth"]["floating_point_range"][0]["to_value"] == 1e4
     assert ranges["backend"]["read_only"] and not ranges["backend"]["integer_range"]
-    assert got["depth_reliability"] == ["QoSReliabilityPolicy.BEST_EFFORT"]  # overridden by parameter
+    assert got["depth_reliability"] == ["BEST_EFFORT"]  # overridden by parameter (the default is reliable)
     assert got["diag_name"] == "mtml: /robot1/perception_node"
     assert got["list_bad_name"]["success"]  # LIST ignores the name, as the .srv says
     assert not got["huge_steps"]["success"] and "inner_steps must be in [0, 1000]" in got["huge_steps"]["message"]

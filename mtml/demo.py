@@ -193,7 +193,7 @@ class Recorder:
 
     def _diagnostics(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name == "mtml: perception_node":
+            if status.name == f"mtml: {NODE}":  # the node names its status by its fully qualified name
                 self.diag = {kv.key: kv.value for kv in status.values}
 
     def complete_since(self, t: float) -> list[dict[str, Any]]:

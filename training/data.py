@@ -37,7 +37,7 @@ def class_source(cfg: Mapping[str, Any], split: str) -> Any:
     data, hw = cfg["data"], tuple(cfg["model"]["input_hw"])
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {list(SPLITS)}")
-    if data["source"] == "synth":
+    if data["source"] in ("synth", "world"):  # world runs are evaluated (mtml-eval) on the built-in categories
         return SynthCategories(split, hw, data["pool"])
     frac = float(data["omniglot_val_fraction"])
     parts = omniglot_union_splits(data["omniglot_train"], data["omniglot_test"], frac)

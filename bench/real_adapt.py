@@ -28,7 +28,6 @@ import argparse
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
+from mtml.demo import start, stop  # noqa: E402  (the demo's process-group start / Ctrl-C stop)
 from mtml_core.backends.manifest import write_json_atomic  # noqa: E402
 from mtml_core.data.loaders.rgbd_sequence import RGBDSequence  # noqa: E402
 
@@ -157,26 +157,6 @@ def run_node(args: argparse.Namespace, work: Path, support: list[int], evaluatio
         tail = (work / "perception_node.log").read_text(errors="replace").splitlines()[-20:]
         raise RuntimeError(f"the ROS client failed (exit {code}); perception_node.log:\n" + "\n".join(tail))
     return json.loads((work / "client.json").read_text())
-
-
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A child in its own process group, output to ``log``."""
-    with open(log, "wb") as fh:
-        return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGINT the child's group, SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
 
 
 def run_in_process(args: argparse.Namespace, work: Path, support: list[int], evaluation: list[int]) -> dict[str, Any]:

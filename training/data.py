@@ -6,6 +6,9 @@ product recipe): every step renders fresh frames of newly sampled environments i
 (:mod:`mtml_core.data.world`); the class task names the place type. Omniglot (class task only): split by
 alphabet over the union of both archives (they may share alphabets): the alphabets only in the test archive are
 the test split, the train archive's alphabets are split into train / val alphabets.
+With ``data.spec`` (a data spec, :mod:`mtml_core.data.sources`), a world run's class task also names the real
+categories of the spec's class sources (e.g. MiniPlaces): every step adds ``data.class_images`` of their training
+images to the class query, labelled after the place types (:func:`named_classes`).
 A meta-batch of step s holds the global episodes ``s * meta_batch + j``; rank r of a world of size W takes the
 episodes j ≡ r (mod W), so the union over ranks is the single-process meta-batch.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from mtml_core.data.episodes import (
@@ -25,6 +29,8 @@ from mtml_core.data.episodes import (
     collate,
 )
 from mtml_core.data.loaders.omniglot import omniglot_union_splits
+from mtml_core.data.named_images import NamedImages
+from mtml_core.data.sources import load_sources
 from mtml_core.data.world import PLACE_TYPES, WorldEpisodes, collate_envs, world_batch, world_loader
 from mtml_core.meta import Batch
 
@@ -88,12 +94,54 @@ def step_seeds(seed: int, step: int, meta_batch: int, rank: int = 0, world: int 
     return [episode_seed(seed, step * meta_batch + j) for j in range(rank, meta_batch, world)]
 
 
+def spec_sources(cfg: Mapping[str, Any]) -> list:
+    """The opened sources of ``data.spec``; only class sources are read by training (other kinds: a clear error)."""
+    sources = load_sources(cfg["data"]["spec"])
+    other = [s.name for s in sources if s.loader != "synth" and "class" not in s.tasks]
+    if other:
+        raise ValueError(f"data.spec {cfg['data']['spec']}: mtml-train reads the class sources of a spec (named "
+                         f"real categories); sources {other} label depth / normals / vp only, which training does "
+                         f"not read yet: remove them (bench/real_adapt.py and the loaders evaluate them)")
+    return sources
+
+
+def named_classes(cfg: Mapping[str, Any]) -> list[str]:
+    """The class head's named rows of a world run: the place types, then the spec's real categories."""
+    if cfg["data"]["source"] != "world":
+        raise ValueError("named classes belong to data.source=world runs")
+    if not cfg["data"]["spec"]:
+        return list(PLACE_TYPES)
+    images = NamedImages.from_sources(spec_sources(cfg), "train", cfg["model"]["input_hw"])
+    return [*PLACE_TYPES, *images.names]
+
+
+def named_images(cfg: Mapping[str, Any], split: str) -> NamedImages | None:
+    """The spec's real named-category images of ``split`` (labels after the place types), or None without a spec."""
+    if not cfg["data"]["spec"] or "class" not in cfg["model"]["tasks"]:
+        return None
+    names = list(cfg["model"]["class_names"])[len(PLACE_TYPES):]
+    return NamedImages.from_sources(spec_sources(cfg), split, cfg["model"]["input_hw"], len(PLACE_TYPES),
+                                    names or None)
+
+
+def with_named_images(batch: Batch, images: NamedImages | None, rng: np.random.Generator | None, n: int,
+                      cfg: Mapping[str, Any], device: torch.device | str = "cpu") -> Batch:
+    """``batch`` with ``n`` named real images appended to the class task's query (random and augmented with
+    ``rng``; the first ``n`` centre crops without)."""
+    if images is None or "class" not in batch or n < 1:
+        return batch
+    idx = rng.integers(0, len(images), n) if rng is not None else np.linspace(0, len(images) - 1, n).astype(int)
+    x, y = images.batch(idx, rng, cfg["model"]["mean"], cfg["model"]["std"])
+    sx, sy, qx, qy = batch["class"]
+    return {**batch, "class": (sx, sy, torch.cat([qx, x[None].to(device)], 1), torch.cat([qy, y[None].to(device)], 1))}
+
+
 def class_names(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     """The class names of every split (recorded in the run's config.yaml); empty without a class task."""
     if "class" not in cfg["model"]["tasks"]:
         return {}
     if cfg["data"]["source"] == "world":
-        return {split: list(PLACE_TYPES) for split in SPLITS}
+        return {split: list(cfg["model"]["class_names"] or PLACE_TYPES) for split in SPLITS}
     return {split: list(class_source(cfg, split).class_names()) for split in SPLITS}
 
 
@@ -109,9 +157,13 @@ def train_batches(cfg: Mapping[str, Any], tasks: Sequence[str], start_step: int,
     """The training meta-batches of this rank from ``start_step`` on (resumable: step s is always the same)."""
     data, seed = cfg["data"], int(cfg["train"]["seed"])
     if data["source"] == "world":
+        images = named_images(cfg, "train")
         dataset = world_episodes(cfg, "train", seed * 7919 + rank, augment=data["augment"])
-        for envs in world_loader(dataset, data["envs_per_step"], start_step, data["workers"]):
-            yield world_batch(envs, tasks, data["k_shot"], device)
+        for step, envs in enumerate(world_loader(dataset, data["envs_per_step"], start_step, data["workers"]),
+                                    start_step):
+            rng = np.random.default_rng([seed, rank, step])
+            yield with_named_images(world_batch(envs, tasks, data["k_shot"], device), images, rng,
+                                    data["class_images"], cfg, device)
         return
     train_samplers = {t: s for t, s in samplers(cfg, "train").items() if t in tasks}
     step = start_step
@@ -125,7 +177,8 @@ def fixed_batch(cfg: Mapping[str, Any], split: str, seed: int, n: int, tasks: Se
     """A fixed meta-batch of ``split`` (validation, the attention prior): ``n`` episodes (``world``: environments)."""
     if cfg["data"]["source"] == "world":
         dataset = world_episodes(cfg, split, seed)
-        return world_batch(collate_envs([dataset[j] for j in range(max(n, 2))]), tasks, cfg["data"]["k_shot"],
-                           device)
+        batch = world_batch(collate_envs([dataset[j] for j in range(max(n, 2))]), tasks, cfg["data"]["k_shot"],
+                            device)
+        return with_named_images(batch, named_images(cfg, split), None, cfg["data"]["class_images"], cfg, device)
     chosen = {t: s for t, s in samplers(cfg, split).items() if t in tasks}
     return make_batch(chosen, [episode_seed(seed, j) for j in range(n)], device)

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 1,  # world: DataLoader worker processes rendering frames
         "augment": True,  # world: photometric augmentation of training images
         "max_depth": 80.0,  # metres; deeper label pixels are invalid (labels, losses, metrics)
+        "spec": None,  # world: a data spec (mtml_core.data.sources) whose class sources add named real categories
+        "class_images": 32,  # world + spec: real named-category images added to the class query every step
     },
     "train": {
         "steps": 1000,
@@ -154,8 +156,13 @@ def check(cfg: Mapping[str, Any]) -> None:
             if not isinstance(data[key], int) or data[key] < (2 if key == "envs_per_step" else 0):
                 raise ValueError(f"data.{key}: must be an integer >= {2 if key == 'envs_per_step' else 0}, "
                                  f"got {data[key]!r}")
+        if not isinstance(data["class_images"], int) or data["class_images"] < 0:
+            raise ValueError(f"data.class_images: must be an integer >= 0, got {data['class_images']!r}")
         if not isinstance(data["augment"], bool):
             raise ValueError(f"data.augment: must be true or false, got {data['augment']!r}")
+    if data["spec"] is not None and (data["source"] != "world" or not isinstance(data["spec"], str)):
+        raise ValueError(f"data.spec: a data spec file for data.source=world runs, got {data['spec']!r} with "
+                         f"data.source={data['source']!r}")
     if not float(data["max_depth"]) > 0:
         raise ValueError(f"data.max_depth: must be > 0 metres, got {data['max_depth']!r}")
     if not 0 <= float(data["omniglot_val_fraction"]) < 1:

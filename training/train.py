@@ -35,6 +35,7 @@ from training.prior import fit_prior
 from training.state import load_train_state, save_train_state
 
 OWNED_PREFIXES = ("heads.", "attention.", "label_encoders.", "masks.")
+PER_CATEGORY = ("heads.class.", "attention.class.embed.")  # sized by n_way: prototype rows, one-hot label columns
 
 
 def task_of(name: str) -> str | None:
@@ -46,13 +47,18 @@ def task_of(name: str) -> str | None:
 
 
 def transplant(model: MultiTaskModel, source: MultiTaskModel) -> list[str]:
-    """Copy every tensor of ``source`` whose name and shape exist in ``model``; returns the names not copied."""
+    """Copy every tensor of ``source`` whose name and shape exist in ``model`` (of the class task's tensors sized by the
+    number of categories, the part both have); returns the names not (fully) copied."""
     state, fresh = model.state_dict(), []
     src = source.state_dict()
     with torch.no_grad():
         for name, value in state.items():
             if name in src and src[name].shape == value.shape:
                 value.copy_(src[name])
+            elif name.startswith(PER_CATEGORY) and name in src and src[name].ndim == value.ndim:
+                common = tuple(slice(0, min(a, b)) for a, b in zip(value.shape, src[name].shape, strict=True))
+                value[common].copy_(src[name][common])  # more (or fewer) categories: the common part carries over
+                fresh.append(f"{name} (kept [{', '.join(f':{c.stop}' for c in common)}])")
             else:
                 fresh.append(name)
     return fresh
@@ -60,7 +66,7 @@ def transplant(model: MultiTaskModel, source: MultiTaskModel) -> list[str]:
 
 def check_compatible(model_cfg: Mapping[str, Any], init_cfg: Mapping[str, Any]) -> None:
     """Refuse ``--init`` when the architectures differ in anything but the task list (names the keys)."""
-    ignore = {"tasks", "multiscale_heads", "class_names"}
+    ignore = {"tasks", "multiscale_heads", "class_names"} | ({"n_way"} if model_cfg.get("arch") == "unet" else set())
     diff = sorted(k for k in model_cfg if k not in ignore and model_cfg[k] != init_cfg.get(k))
     if diff:
         details = "; ".join(f"{k}: {init_cfg.get(k)!r} in the init run vs {model_cfg[k]!r}" for k in diff)
@@ -208,6 +214,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path, *, init: str | Path | None =
     if cfg["train"]["retain_heap"] and ctx.device.type == "cpu":
         retain_freed_memory()
     try:
+        if not resume and cfg["data"]["source"] == "world" and cfg["model"]["arch"] == "unet" \
+                and "class" in cfg["model"]["tasks"]:
+            cfg["model"]["class_names"] = episodes.named_classes(cfg)  # the place types, then the spec's categories
         run = Run(cfg, run_dir, ctx, init=Path(init) if init else None, freeze_backbone=freeze_backbone,
                   resume=resume)
         steps = cfg["train"]["steps"] if run.tasks else run.step

@@ -1,0 +1,90 @@
+"""Real named categories in a world run: a data spec's class sources become named class rows after the place types."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mtml_core.checkpoint import load_checkpoint
+from mtml_core.data.named_images import NamedImages
+from mtml_core.data.sources import load_sources
+from mtml_core.data.world import PLACE_TYPES
+from training import data as episodes
+from training import runconfig
+from training.train import train, transplant
+
+CATEGORIES = ("k/kitchen", "o/office", "t/track/outdoor")
+
+
+def places_spec(tmp_path, per_class: int = 5) -> str:
+    """A MiniPlaces-layout folder (categories.txt, images/train/<letter>/<category>) of coloured squares."""
+    root = tmp_path / "mp"
+    lines = []
+    for i, cat in enumerate(CATEGORIES):
+        folder = root / "images" / "train" / cat
+        folder.mkdir(parents=True)
+        for j in range(per_class):
+            img = np.full((40, 40, 3), 60 * i + 10 * j, np.uint8)
+            img[: 10 * (i + 1)] = 250  # a category-specific bright band at the top
+            cv2.imwrite(str(folder / f"{j:08d}.jpg"), img)
+        lines.append(f"/{cat} {i}")
+    (root / "categories.txt").write_text("\n".join(lines) + "\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"root": str(root), "sources": [
+        {"name": "places", "loader": "places", "path": ".", "tasks": ["class"],
+         "split": {"by": "item", "train": 0.6, "val": 0.4}}]}))
+    return str(spec)
+
+
+def test_named_images_are_labelled_after_the_offset_and_cropped_to_the_camera_aspect(tmp_path):
+    sources = load_sources(places_spec(tmp_path))
+    train_set = NamedImages.from_sources(sources, "train", (24, 32), offset=6)
+    val_set = NamedImages.from_sources(sources, "val", (24, 32), offset=6, names=train_set.names)
+    assert train_set.names == ["kitchen", "office", "track/outdoor"]  # id order, letter folder dropped
+    assert len(train_set) == 9 and len(val_set) == 6  # items 1-3 train, 4-5 val of each category
+    assert train_set.images.shape == (9, 32, 32, 3)  # width scaled to 32, height kept square for cropping
+    x, y = val_set.batch(np.arange(6))
+    assert x.shape == (6, 3, 24, 32) and sorted(y.tolist()) == [6, 6, 7, 7, 8, 8]
+    centre = val_set.crops(np.array([0]))[0]
+    assert np.array_equal(centre, val_set.images[0, 4:28])  # the centre crop without a generator
+    rng = np.random.default_rng(0)
+    assert val_set.crops(np.arange(6), rng).shape == (6, 24, 32, 3)
+    with pytest.raises(ValueError, match="not among the names"):
+        NamedImages.from_sources(sources, "val", (24, 32), names=["kitchen"])
+
+
+def test_world_run_with_a_spec_names_places_and_real_categories(tmp_path):
+    spec = places_spec(tmp_path)
+    cfg = runconfig.load(runconfig.default_config_path(), [
+        "model.widths=[8,16,16,24]", "model.decoder_filters=[16,8,8]", "model.input_hw=[32,48]", "model.n_way=12",
+        "model.attention_dim=16", "model.attention_heads=2", "model.attention_layers=1", f"data.spec={spec}",
+        "data.class_images=4", "data.envs_per_step=2", "data.k_shot=1", "data.domain_query=1", "data.workers=0",
+        "train.steps=2", "train.val_every=2", "train.save_every=2", "train.val_episodes=2", "train.threads=1",
+        "train.bf16=false", "train.max_minutes=null"])
+    batch = next(episodes.train_batches({**cfg, "model": {**cfg["model"], "class_names": episodes.named_classes(cfg)}},
+                                        ["class"], 0))
+    _, _, qx, qy = batch["class"]
+    assert qx.shape[1] == 2 + 4 and bool((qy[0, 2:] >= len(PLACE_TYPES)).all())  # 2 world queries + 4 real images
+    run = train(cfg, tmp_path / "run", progress=False)
+    model, doc = load_checkpoint(run)
+    assert list(model.cfg.class_names) == [*PLACE_TYPES, "kitchen", "office", "track/outdoor"]
+    assert doc["classes"]["val"] == list(model.cfg.class_names)
+    wider = type(model)(type(model.cfg).from_dict({**model.cfg.to_dict(), "n_way": 16}))
+    fresh = transplant(wider, model)
+    # the named rows and label columns carry over; the new free rows and their one-hot columns start fresh
+    assert sorted(fresh) == ["attention.class.embed.weight (kept [:16, :140])",
+                             "heads.class.prototypes (kept [:12, :128])"]
+    assert torch.equal(wider.heads["class"].prototypes[:12], model.heads["class"].prototypes)
+    assert torch.equal(wider.attention["class"].embed.weight[:, :140], model.attention["class"].embed.weight)
+
+
+def test_a_spec_with_depth_sources_or_without_the_world_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="data.spec"):
+        runconfig.load(runconfig.paper_config_path(), [f"data.spec={places_spec(tmp_path)}"])
+    spec = tmp_path / "depth.yaml"
+    spec.write_text(yaml.safe_dump({"root": str(tmp_path), "sources": [
+        {"name": "seq", "loader": "rgbd_sequence", "path": "nope", "tasks": ["depth"], "split": "train"}]}))
+    cfg = runconfig.load(runconfig.default_config_path(), [f"data.spec={spec}"])
+    with pytest.raises(FileNotFoundError, match="seq"):
+        episodes.named_classes(cfg)

@@ -1,4 +1,4 @@
-"""Episode sources for training and evaluation, by split: the built-in world (default) or Omniglot.
+"""Episode sources for training and evaluation, by split: the built-in world (default), Omniglot or a data spec.
 
 Built-in world (``synth``): scene-class episodes from the split's categories, depth / normals / VP episodes from the
 split's environments (train, val and test categories and environments are disjoint). Sampled world (``world``, the
@@ -6,6 +6,8 @@ product recipe): every step renders fresh frames of newly sampled environments i
 (:mod:`mtml_core.data.world`); the class task names the place type. Omniglot (class task only): split by
 alphabet over the union of both archives (they may share alphabets): the alphabets only in the test archive are
 the test split, the train archive's alphabets are split into train / val alphabets.
+Data spec (``spec``, class task only): the categories of ``data.spec``'s class sources, split as the spec says
+(``split: {by: category, ...}``: train / val / test categories disjoint, e.g. MiniPlaces for Table 2).
 With ``data.spec`` (a data spec, :mod:`mtml_core.data.sources`), a world run's class task also names the real
 categories of the spec's class sources (e.g. MiniPlaces): every step adds ``data.class_images`` of their training
 images to the class query, labelled after the place types (:func:`named_classes`).
@@ -30,7 +32,7 @@ from mtml_core.data.episodes import (
 )
 from mtml_core.data.loaders.omniglot import omniglot_union_splits
 from mtml_core.data.named_images import NamedImages
-from mtml_core.data.sources import load_sources
+from mtml_core.data.sources import SpecClasses, load_sources
 from mtml_core.data.world import PLACE_TYPES, WorldEpisodes, collate_envs, world_batch, world_loader
 from mtml_core.meta import Batch
 
@@ -39,12 +41,14 @@ Sampler = ClassEpisodeSampler | DomainEpisodeSampler
 
 
 def class_source(cfg: Mapping[str, Any], split: str) -> Any:
-    """The ClassSource of ``split``: synthetic scene categories, or Omniglot alphabets."""
+    """The ClassSource of ``split``: synthetic scene categories, Omniglot alphabets, or a data spec's categories."""
     data, hw = cfg["data"], tuple(cfg["model"]["input_hw"])
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not one of {list(SPLITS)}")
     if data["source"] in ("synth", "world"):  # world runs are evaluated (mtml-eval) on the built-in categories
         return SynthCategories(split, hw, data["pool"])
+    if data["source"] == "spec":  # the spec's class sources, split as it says (by: category for held-out ones)
+        return SpecClasses(spec_sources(cfg), split)
     frac = float(data["omniglot_val_fraction"])
     parts = omniglot_union_splits(data["omniglot_train"], data["omniglot_test"], frac)
     if split not in parts:
@@ -106,22 +110,22 @@ def spec_sources(cfg: Mapping[str, Any]) -> list:
 
 
 def named_classes(cfg: Mapping[str, Any]) -> list[str]:
-    """The class head's named rows of a world run: the place types, then the spec's real categories."""
+    """The class head's named rows of a world run: the place types, then the spec's other real categories (one
+    sharing a place type's name, such as MiniPlaces' "corridor", trains that row)."""
     if cfg["data"]["source"] != "world":
         raise ValueError("named classes belong to data.source=world runs")
     if not cfg["data"]["spec"]:
         return list(PLACE_TYPES)
-    images = NamedImages.from_sources(spec_sources(cfg), "train", cfg["model"]["input_hw"])
-    return [*PLACE_TYPES, *images.names]
+    return NamedImages.from_sources(spec_sources(cfg), "train", cfg["model"]["input_hw"], PLACE_TYPES).names
 
 
 def named_images(cfg: Mapping[str, Any], split: str) -> NamedImages | None:
-    """The spec's real named-category images of ``split`` (labels after the place types), or None without a spec."""
+    """The spec's real named-category images of ``split`` labelled by the model's class rows, or None without a
+    spec."""
     if not cfg["data"]["spec"] or "class" not in cfg["model"]["tasks"]:
         return None
-    names = list(cfg["model"]["class_names"])[len(PLACE_TYPES):]
-    return NamedImages.from_sources(spec_sources(cfg), split, cfg["model"]["input_hw"], len(PLACE_TYPES),
-                                    names or None)
+    return NamedImages.from_sources(spec_sources(cfg), split, cfg["model"]["input_hw"],
+                                    cfg["model"]["class_names"] or PLACE_TYPES)
 
 
 def with_named_images(batch: Batch, images: NamedImages | None, rng: np.random.Generator | None, n: int,

@@ -3,7 +3,8 @@
 `NamedImages.from_sources(sources, split, hw)` reads every image of the split's categories once into memory as
 uint8, resized so its width is the model's and, for training, cropped to the model's height at a random offset
 (centre crop otherwise), so a square 128×128 Places image becomes a 96×128 view with the camera's aspect. Labels
-are ``offset`` + the category's position in :attr:`names` (the model's named rows after the built-in place types).
+are the category's position in :attr:`names` (the model's named rows: a category that shares a name with a row
+already there, e.g. MiniPlaces' "corridor" and the built-in place type, joins that row).
 Memory: 8,000 MiniPlaces images at 128×128 take 390 MB.
 """
 
@@ -22,20 +23,20 @@ from mtml_core.data.world import photometric
 class NamedImages:
     """Images (N, H', W, 3) uint8 of named categories with labels (N,), H' ≥ the model's height."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, names: Sequence[str], hw: Sequence[int],
-                 offset: int = 0) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, names: Sequence[str], hw: Sequence[int]) -> None:
         if images.ndim != 4 or images.shape[0] != labels.shape[0] or images.shape[0] == 0:
             raise ValueError(f"expected N > 0 images (N, H, W, 3) and N labels, got {images.shape}, {labels.shape}")
         if images.shape[1] < hw[0] or images.shape[2] != hw[1]:
             raise ValueError(f"images {images.shape[1:3]} cannot be cropped to {tuple(hw)}")
         self.images, self.labels, self.names = images, labels.astype(np.int64), list(names)
-        self.hw, self.offset = (int(hw[0]), int(hw[1])), int(offset)
+        self.hw = (int(hw[0]), int(hw[1]))
 
     @classmethod
-    def from_sources(cls, sources: Sequence[Source], split: str, hw: Sequence[int], offset: int = 0,
-                     names: Sequence[str] | None = None) -> NamedImages:
-        """Every image of ``split`` of the class sources (not the built-in world), labelled in ``names`` order (by
-        default: each source's categories in its id order, readable names as :func:`category_name`)."""
+    def from_sources(cls, sources: Sequence[Source], split: str, hw: Sequence[int],
+                     names: Sequence[str] = ()) -> NamedImages:
+        """Every image of ``split`` of the class sources (not the built-in world), labelled by position in
+        ``names`` followed by the sources' other categories (each source's in its id order, readable names as
+        :func:`category_name`)."""
         per_source = []
         for s in sources:
             if "class" in s.tasks and s.loader != "synth":
@@ -44,19 +45,17 @@ class NamedImages:
                     per_source.append((s, data))
         if not per_source:
             raise ValueError(f"no class source has images in the {split!r} split")
-        if names is None:
-            names = []
-            for s, data in per_source:
-                ids = s._classes[1]  # type: ignore[index]
-                names += [category_name(c) for c in sorted(data.class_names(), key=lambda c: ids[c])]
+        names = list(names)
+        for s, data in per_source:
+            ids = s._classes[1]  # type: ignore[index]
+            names += [n for n in (category_name(c) for c in sorted(data.class_names(), key=lambda c: ids[c]))
+                      if n not in names]
         index = {n: i for i, n in enumerate(names)}
         width = int(hw[1])
         images, labels = [], []
         for _, data in per_source:
             for c in data.class_names():
-                label = index.get(category_name(c))
-                if label is None:
-                    raise ValueError(f"category {category_name(c)!r} of the {split!r} split is not among the names")
+                label = index[category_name(c)]
                 for j in range(data.num_items(c)):
                     rgb = data.rgb(c, j)
                     height = max(int(hw[0]), round(rgb.shape[0] * width / rgb.shape[1]))
@@ -66,7 +65,7 @@ class NamedImages:
         if any(im.shape[0] != tallest for im in images):  # mixed aspect ratios: centre-crop all to the shortest
             short = min(im.shape[0] for im in images)
             images = [im[(im.shape[0] - short) // 2:][:short] for im in images]
-        return cls(np.stack(images), np.asarray(labels), names, hw, offset)
+        return cls(np.stack(images), np.asarray(labels), names, hw)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -88,9 +87,9 @@ class NamedImages:
     def batch(self, idx: np.ndarray, rng: np.random.Generator | None = None,
               mean: Sequence[float] = preprocess.MEAN, std: Sequence[float] = preprocess.STD,
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised images (n, 3, H, W) and model labels (``offset`` + category index) of images ``idx``."""
+        """Normalised images (n, 3, H, W) and their labels (positions in :attr:`names`) of images ``idx``."""
         x = preprocess.to_tensor(np.ascontiguousarray(self.crops(idx, rng)), None, mean, std)
-        return x, torch.from_numpy(self.labels[idx] + self.offset)
+        return x, torch.from_numpy(self.labels[idx])
 
     def sample(self, rng: np.random.Generator, n: int, **kw: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random augmented training images and labels."""

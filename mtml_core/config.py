@@ -124,6 +124,9 @@ class ModelConfig:
         named = len(self.class_names)
         if named and (named > self.n_way if self.arch == "unet" else named != self.n_way):
             raise ValueError(f"class_names: {named} names for n_way={self.n_way} class outputs")
+        repeated = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"class_names: every name once (one row each), repeated: {repeated}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists instead of tuples) for YAML/JSON."""

@@ -55,6 +55,8 @@ def test_unet_config_refuses_bad_widths_and_names():
         ModelConfig(**{**SMALL, "decoder_filters": (8, 8)})
     with pytest.raises(ValueError, match="class_names"):
         ModelConfig(**{**SMALL, "n_way": 2})
+    with pytest.raises(ValueError, match="repeated: \\['room'\\]"):
+        ModelConfig(**{**SMALL, "class_names": ("room", "hall", "room")})
 
 
 def test_every_block_is_modulated_and_multipliers_split_by_width():

@@ -18,10 +18,11 @@ import yaml
 from mtml_core.config import ModelConfig
 from mtml_core.meta import MetaConfig, model_config_for
 
-SOURCES = ("synth", "omniglot", "world")
+SOURCES = ("synth", "omniglot", "world", "spec")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {
-        "source": "synth",  # synth: built-in environments; world: sampled environments (product); omniglot: Table 2
+        "source": "synth",  # synth: built-in environments; world: sampled environments (product); omniglot: Table 2;
+        # spec: class episodes from the class sources of data.spec, split as the spec says (MiniPlaces Table 2)
         "omniglot_train": "../shared/data/omniglot/images_background_small1.zip",
         "omniglot_test": "../shared/data/omniglot/images_background_small2.zip",
         "omniglot_val_fraction": 0.2,  # alphabets of the train archive held out for validation
@@ -34,7 +35,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 1,  # world: DataLoader worker processes rendering frames
         "augment": True,  # world: photometric augmentation of training images
         "max_depth": 80.0,  # metres; deeper label pixels are invalid (labels, losses, metrics)
-        "spec": None,  # world: a data spec (mtml_core.data.sources) whose class sources add named real categories
+        "spec": None,  # a data spec (mtml_core.data.sources): world: its class sources add named real categories;
+        # spec: its class sources are the episodes' categories (train / val / test by the spec's split)
         "class_images": 32,  # world + spec: real named-category images added to the class query every step
     },
     "train": {
@@ -134,9 +136,12 @@ def check(cfg: Mapping[str, Any]) -> None:
     data, train, ev = cfg["data"], cfg["train"], cfg["eval"]
     if data["source"] not in SOURCES:
         raise ValueError(f"data.source: {data['source']!r} is not one of {list(SOURCES)}")
-    if data["source"] == "omniglot" and tuple(cfg["model"]["tasks"]) != ("class",):
-        raise ValueError(f"data.source=omniglot has class labels only; model.tasks must be [class], "
+    if data["source"] in ("omniglot", "spec") and tuple(cfg["model"]["tasks"]) != ("class",):
+        raise ValueError(f"data.source={data['source']} has class labels only; model.tasks must be [class], "
                          f"got {cfg['model']['tasks']}")
+    if data["source"] == "spec" and not isinstance(data["spec"], str):
+        raise ValueError(f"data.source=spec reads the class sources of a data spec: set data.spec to its file, "
+                         f"got {data['spec']!r}")
     positive = [("data", "k_shot"), ("data", "meta_batch"), ("data", "pool"), ("train", "log_every"),
                 ("train", "val_every"), ("train", "val_episodes"), ("train", "save_every"), ("eval", "episodes"),
                 ("eval", "k_shot"), ("eval", "query")]
@@ -160,8 +165,8 @@ def check(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"data.class_images: must be an integer >= 0, got {data['class_images']!r}")
         if not isinstance(data["augment"], bool):
             raise ValueError(f"data.augment: must be true or false, got {data['augment']!r}")
-    if data["spec"] is not None and (data["source"] != "world" or not isinstance(data["spec"], str)):
-        raise ValueError(f"data.spec: a data spec file for data.source=world runs, got {data['spec']!r} with "
+    if data["spec"] is not None and (data["source"] not in ("world", "spec") or not isinstance(data["spec"], str)):
+        raise ValueError(f"data.spec: a data spec file for data.source=world or spec runs, got {data['spec']!r} with "
                          f"data.source={data['source']!r}")
     if not float(data["max_depth"]) > 0:
         raise ValueError(f"data.max_depth: must be > 0 metres, got {data['max_depth']!r}")

@@ -24,6 +24,7 @@ category splits and takes no `split`.
     for domain in sources[0].domains("train"):
         frame = domain.frame(0)                  # a Frame with only the source's tasks labelled
     places = sources[1].classes("train")         # a ClassSource for class episodes (class sources only)
+    held_out = SpecClasses(sources, "test")      # every class source's test categories, one ClassSource
 
 Everything is indexed when the spec is loaded (a missing or malformed dataset fails then, naming the source,
 the path and what was expected) and read from disk frame by frame afterwards. Normals of real depth sources are
@@ -484,6 +485,40 @@ def load_sources(path: str | Path, root: str | Path | None = None) -> list[Sourc
     if dupes:
         raise SpecError(f"{path}: source names must be unique, repeated: {dupes}")
     return [open_source(s, f"{path}:") for s in sources]
+
+
+class SpecClasses:
+    """The categories of a spec's class sources in one split, as one ClassSource for class episodes (e.g. MiniPlaces
+    split by category: few-shot tests on held-out categories). Class names are the sources' own (prefixed with
+    `<source>:` when the spec has several class sources); decoded images are kept in memory once read."""
+
+    def __init__(self, sources: Sequence[Source], split: str) -> None:
+        chosen = [s for s in sources if "class" in s.tasks]
+        if not chosen:
+            raise ValueError(f"no source labels the class task (sources: {[s.name for s in sources]})")
+        self.split = split
+        self._of: dict[str, tuple[Any, str]] = {}
+        for s in chosen:
+            data = s.classes(split)
+            for c in [] if data is None else data.class_names():
+                self._of[f"{s.name}:{c}" if len(chosen) > 1 else c] = (data, c)
+        if not self._of:
+            raise ValueError(f"sources {[s.name for s in chosen]} have no categories in the {split!r} split")
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def class_names(self) -> list[str]:
+        return sorted(self._of)
+
+    def num_items(self, name: str) -> int:
+        data, c = self._of[name]
+        return data.num_items(c)
+
+    def rgb(self, name: str, index: int) -> np.ndarray:
+        key = (name, int(index))
+        if key not in self._cache:
+            data, c = self._of[name]
+            self._cache[key] = data.rgb(c, int(index))
+        return self._cache[key]
 
 
 def task_domains(sources: Sequence[Source], task: str, split: str) -> list[tuple[Domain, float]]:

@@ -157,6 +157,36 @@ def evaluate_runs(run_dirs: Sequence[str | Path], split: str = "test", episodes_
     return results
 
 
+def nearest_class_mean(support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+                       pool: tuple[int, int] | None = None) -> torch.Tensor:
+    """The trivial few-shot baseline: each query image takes the label of the nearest class mean of the support
+    images on raw (normalised) pixels, Euclidean; ``pool``: area-pooled to this size first."""
+    x = torch.cat([support_x, query_x])
+    if pool is not None:
+        x = torch.nn.functional.adaptive_avg_pool2d(x, pool)
+    x = x.flatten(1)
+    s, q = x[: len(support_x)], x[len(support_x):]
+    labels = torch.unique(support_y)
+    centres = torch.stack([s[support_y == c].mean(0) for c in labels])
+    return labels[torch.cdist(q, centres).argmin(1)]
+
+
+def pixel_baseline(cfg: Mapping[str, Any], split: str = "test", episodes_n: int | None = None,
+                   k_shot: int | None = None, query: int | None = None) -> dict[str, Any]:
+    """Nearest class mean on raw pixels over the class episodes :func:`evaluate_runs` draws with the same settings
+    (same seeds, sampler and input size), in its result layout (``tasks.class.adapted.acc_pct``)."""
+    ev = cfg["eval"]
+    n, k, q = episodes_n or ev["episodes"], k_shot or ev["k_shot"], query or ev["query"]
+    sampler = episodes.samplers(cfg, split, k_shot=k, class_query=q)["class"]
+    acc = []
+    for i in range(n):
+        batch = episodes.make_batch({"class": sampler}, [episodes.episode_seed(ev["seed"], i)])["class"]
+        sx, sy, qx, qy = (t[0] for t in batch)
+        acc.append(float((nearest_class_mean(sx, sy, qx) == qy).float().mean()) * 100)
+    return {"method": "nearest class mean, raw pixels", "episodes": n, "k_shot": k, "query": q,
+            "tasks": {"class": {"adapted": summarise([{"acc_pct": a} for a in acc])}}}
+
+
 def _fmt(entry: Sequence[float] | None) -> str:
     if entry is None:
         return "–"

@@ -72,12 +72,15 @@ def cell(result: dict[str, Any], task: str, metric: str, variant: str = "adapted
 
 
 def parse_cli(argv: Sequence[str] | None, prog: str, description: str, presets: Mapping[str, Any],
-              methods: Mapping[str, str], out: str, axis: str, axis_default: str,
-              ) -> tuple[argparse.Namespace, list[str], list[int]]:
-    """Parse a reproduce_table* command line; returns (args, chosen methods, the integers of ``--<axis>``)."""
+              methods: Mapping[str, str], out: str | None, axis: str, axis_default: str,
+              datasets: Sequence[str] = ()) -> tuple[argparse.Namespace, list[str], list[int]]:
+    """Parse a reproduce_table* command line; returns (args, chosen methods, the integers of ``--<axis>``).
+    ``datasets``: the choices of ``--dataset`` (the first is the default); none: no such option."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--preset", choices=tuple(presets), default="small")
-    p.add_argument("--out", default=out)
+    if datasets:
+        p.add_argument("--dataset", choices=tuple(datasets), default=datasets[0])
+    p.add_argument("--out", default=out, help=f"run folder (default {out})" if out else "run folder")
     p.add_argument("--methods", default=",".join(methods), help=f"comma-separated subset of {','.join(methods)}")
     p.add_argument(f"--{axis}", default=axis_default, help="comma-separated")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra training overrides")

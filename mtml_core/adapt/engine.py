@@ -36,6 +36,7 @@ from mtml_core.checkpoint import load_config
 from mtml_core.config import DENSE_TASKS
 from mtml_core.losses import task_loss
 from mtml_core.model import MultiTaskModel
+from mtml_core.uncertainty import MultiplierDistribution, keep_for, support_distribution
 
 log = logging.getLogger(__name__)
 DEFAULT_LR = 0.1  # MetaConfig's default inner_lr
@@ -87,7 +88,9 @@ class EngineConfig:
 @dataclass(frozen=True)
 class ServingState:
     """One complete, immutable model state: per-task multipliers (None = identity) and head parameters
-    (None = exported weights), class names of the class head, and the support embeddings (for profiles)."""
+    (None = exported weights), class names of the class head, and the support embeddings (for profiles).
+    ``distributions``: per adapted task of a P-AM model, the attention prior over its multipliers
+    (:mod:`mtml_core.uncertainty`; empty for other models, the meta-initialisation and loaded profiles)."""
 
     env: str | None
     multipliers: Mapping[str, np.ndarray | None]
@@ -96,6 +99,7 @@ class ServingState:
     version: int = 0
     signature: np.ndarray | None = None
     stats: Mapping[str, Any] = field(default_factory=dict)
+    distributions: Mapping[str, MultiplierDistribution] = field(default_factory=dict)
 
 
 class AdaptationEngine:
@@ -248,7 +252,8 @@ class AdaptationEngine:
                 new = dataclasses.replace(
                     new, multipliers={**new.multipliers, **{t: old.multipliers[t] for t in worse}},
                     heads={**new.heads, **{t: old.heads[t] for t in worse}},
-                    class_names=old.class_names if "class" in worse else new.class_names)
+                    class_names=old.class_names if "class" in worse else new.class_names,
+                    distributions=keep_for(new.distributions, old.distributions, list(worse)))
                 skipped.update({t: "kept the serving state, " + why for t, why in worse.items()})
             self._state = new
             return result(True, "" if not worse else "kept the serving state for " + "; ".join(worse.values()))
@@ -289,6 +294,7 @@ class AdaptationEngine:
         subsets: dict[tuple[int, ...], torch.Tensor] = {tuple(range(len(frames))): images}
         cache: dict[tuple[int, bytes | None], list[np.ndarray]] = {}
         cache_lock = threading.Lock()
+        distributions: dict[str, MultiplierDistribution] = {}
 
         def feats_np(x: torch.Tensor, m: np.ndarray | torch.Tensor | None) -> list[np.ndarray]:
             m = self._np(m) if isinstance(m, torch.Tensor) else m
@@ -310,6 +316,10 @@ class AdaptationEngine:
                 raise TimeoutError("stopped before the task started")
             result = adapt_task(self.model, task, x, labels, steps, self.config.rate(task, self._trained),
                                 features_fn=features_fn, use_attention=self.config.use_attention, stop=stop)
+            if self.config.use_attention:  # P-AM: keep the prior the multiplier is the mean of (plain feats cached)
+                dist = support_distribution(self.model, task, x, labels, features_fn)
+                if dist is not None:
+                    distributions[task] = dist
             after, initial = result.support_loss_after, result.support_loss_before
             if old_labels is None:  # the serving class head does not know these classes: compare with the initial
                 return TaskStats(len(idx), initial, after, initial, "initial"), result, names
@@ -341,7 +351,7 @@ class AdaptationEngine:
         plain = self.backend.embed(images.numpy(), None)  # what recognize() compares with
         signature = plain / np.maximum(np.linalg.norm(plain, axis=1, keepdims=True), 1e-12)
         return ServingState(env, multipliers, heads, class_names, old.version + 1, signature,
-                            {t: vars(s) for t, s in stats.items()})
+                            {t: vars(s) for t, s in stats.items()}, distributions)
 
     def _labels(self, task: str, frames: list[SupportFrame],
                 old: ServingState) -> tuple[torch.Tensor, tuple[str, ...] | None, torch.Tensor | None]:

@@ -6,9 +6,11 @@ Methods run interleaved (one step each, in a rotating order, per round) so that 
 alike; the figure is the median step time. Targets (joint mode): AM >= 3x MAML-2nd steps/s, AM time <= 1.25x ANIL.
 One torch thread by default: on a 2-core machine shared with other jobs, OpenMP threads that spin-wait for a busy
 core make timings erratic (seconds of jitter per step); ``--threads 2`` measures absolute throughput on a quiet one.
-The process keeps freed memory in its heap as ``mtml-train`` does (:mod:`mtml_core.heap`); ``--heap system`` leaves
-glibc's defaults, under which every step re-faults its large activation buffers from the OS (that result goes to
-``meta_step_system_heap.json``). Peak resident memory is recorded with the timings.
+Each step is :meth:`MetaLearner.step`, the optimiser step mtml-train runs (``training.train.train_step`` only passes
+it the rate schedule, bf16 autocast and multi-rank averaging). The process keeps freed memory in its heap as
+``mtml-train`` does (:mod:`training.heap`); ``--heap system`` leaves glibc's defaults, under which every step re-faults
+its large activation buffers from the OS (that result goes to ``meta_step_system_heap.json``). Peak resident memory
+is recorded with the timings.
 
     python bench/meta_step.py [--rounds 12] [--warmup 2] [--threads 1] [--heap retain|system]
 """

@@ -2,7 +2,8 @@
 
 Setup = the shipped default config (training/configs/default.yaml): 4 tasks, 96×128, Conv-4-32, 5-shot, the same
 meta-batches of real built-in-world episodes for every method (rendered before timing; the data time per step is
-reported separately). Methods run interleaved (one step each, rotating order) so that a noisy shared machine affects
+reported separately). Each step is ``training.train.train_step``, the step mtml-train runs (with the config's bf16
+autocast). Methods run interleaved (one step each, rotating order) so that a noisy shared machine affects
 all alike; the figure is the median step time. Freed memory stays in the heap, as in mtml-train (train.retain_heap).
 
     python bench/train.py [--rounds 6] [--warmup 1] [--threads N] [--meta-batch 1]
@@ -22,7 +23,9 @@ import torch
 from mtml_core.meta import MetaLearner, build_learner
 from mtml_core.model import MultiTaskModel
 from training import data, runconfig
+from training.distributed import Context
 from training.heap import retain_freed_memory
+from training.train import train_step
 
 VARIANTS = (  # name, method, mode, first_order
     ("AM joint", "am", "joint", True),
@@ -69,7 +72,7 @@ def main() -> None:
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             t0 = time.perf_counter()
-            learners[name].step(batches[r])
+            train_step(learners[name], batches[r], Context(), bf16=cfg["train"]["bf16"])
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     rows = {name: {"median_s": statistics.median(ts), "steps_per_s": 1.0 / statistics.median(ts),
@@ -86,7 +89,8 @@ def main() -> None:
                   "input": cfg["model"]["input_hw"], "filters": cfg["model"]["filters"],
                   "k_shot": cfg["data"]["k_shot"], "class_query": cfg["data"]["class_query"],
                   "domain_query": cfg["data"]["domain_query"], "meta_batch": args.meta_batch,
-                  "inner_steps": cfg["meta"]["inner_steps"], "rounds": args.rounds, "warmup": args.warmup,
+                  "inner_steps": cfg["meta"]["inner_steps"], "bf16": cfg["train"]["bf16"], "rounds": args.rounds,
+                  "warmup": args.warmup,
                   "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "heap": heap,
                   "machine": platform.processor() or platform.machine()},
         "methods": rows, "ratios": ratios, "data_s_per_batch": data_s, "render_warmup_s": warm}, indent=2) + "\n")

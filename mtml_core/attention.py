@@ -2,13 +2,15 @@
 
 Each support example becomes a token ``[x_i ; enc(y_i)]``; L blocks of scaled dot-product self-attention mix the
 tokens, a mean-pool makes the result permutation-invariant over the support set, and a linear layer maps it to B·C
-values. AM returns ``w = sigmoid(logits)``; P-AM returns the mean and log-std of a Gaussian over the logits ``z``
-(``w = sigmoid(z)``), whose prior comes from the support set and posterior from the labelled query set.
+values. Both variants return an :class:`AttentionOutput`: AM the logits of ``w = sigmoid(logits)``; P-AM the mean and
+log-std of a Gaussian over the logits ``z`` (``w = sigmoid(z)``), whose prior comes from the support set and posterior
+from the labelled query set (the ELBO of §4.2).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +40,31 @@ class SelfAttentionBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class AttentionOutput(NamedTuple):
+    """What h_j outputs for a set of tokens: logits ``mu`` (…, B·C) of the channel weights w = sigmoid(z), and for
+    P-AM the log-std ``log_sigma`` of the Gaussian over z (AM: None, z = mu)."""
+
+    mu: torch.Tensor
+    log_sigma: torch.Tensor | None = None
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Deterministic w = sigmoid(mu): AM's output, P-AM's mean (the prior's at test time)."""
+        return torch.sigmoid(self.mu)
+
+    def sample(self) -> torch.Tensor:
+        """w = sigmoid(z), z ~ N(mu, sigma) reparameterised (AM: :attr:`weights`)."""
+        return self.weights if self.log_sigma is None else sample_weights(self.mu, self.log_sigma)
+
+    def kl(self, prior: AttentionOutput) -> torch.Tensor:
+        """KL(self ‖ prior) of two P-AM outputs, summed over the weights."""
+        if self.log_sigma is None or prior.log_sigma is None:
+            raise ValueError("attention: KL needs probabilistic (P-AM) outputs")
+        return gaussian_kl(self.mu, self.log_sigma, prior.mu, prior.log_sigma)
+
+
 class AttentionModule(nn.Module):
-    """h_j: tokens (…, S, token_dim) → w (…, out_dim) for AM, or (mu, log_sigma) for P-AM."""
+    """h_j: tokens (…, S, token_dim) → :class:`AttentionOutput` over (…, out_dim) weights (AM or P-AM)."""
 
     def __init__(self, token_dim: int, out_dim: int, dim: int = 64, layers: int = 2, heads: int = 4,
                  init_bias: float = -5.0, probabilistic: bool = False) -> None:
@@ -72,19 +97,18 @@ class AttentionModule(nn.Module):
             h = block(h)
         return self.out(self.norm(h).mean(dim=-2))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """AM: w = sigmoid(logits). P-AM: (mu, log_sigma) of the Gaussian over logits z."""
+    def forward(self, tokens: torch.Tensor) -> AttentionOutput:
+        """AM: the logits of w. P-AM: mean and (clamped) log-std of the Gaussian over the logits z."""
         out = self.encode(tokens)
         if not self.probabilistic:
-            return torch.sigmoid(out)
+            return AttentionOutput(out)
         mu, log_sigma = out.split(self.out_dim, dim=-1)
-        return mu, log_sigma.clamp(-7.0, 2.0)
+        return AttentionOutput(mu, log_sigma.clamp(-7.0, 2.0))
 
 
-def sample_weights(mu: torch.Tensor, log_sigma: torch.Tensor, samples: int | None = None) -> torch.Tensor:
-    """Reparameterised w = sigmoid(mu + sigma·eps); ``samples`` adds a leading sample dimension."""
-    shape = mu.shape if samples is None else (samples, *mu.shape)
-    eps = torch.randn(shape, dtype=mu.dtype, device=mu.device)
+def sample_weights(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """Reparameterised w = sigmoid(mu + sigma·eps), eps ~ N(0, 1)."""
+    eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)
     return torch.sigmoid(mu + log_sigma.exp() * eps)
 
 

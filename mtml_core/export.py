@@ -1,4 +1,4 @@
-"""ONNX export of a trained model for the runtime backends (DESIGN.md "Export and runtime").
+"""ONNX export of a trained model for the runtime backends (docs/architecture.md).
 
 An export directory holds:
 
@@ -18,12 +18,11 @@ An export directory holds:
 
 from __future__ import annotations
 
-import copy
 import datetime
 import logging
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import onnx
@@ -33,76 +32,13 @@ from torch import nn
 
 from mtml_core.backends.manifest import FORMAT, MANIFEST, MODEL_DIR, sha256_file, write_json_atomic
 from mtml_core.checkpoint import CONFIG, WEIGHTS, load_checkpoint, save_checkpoint
-from mtml_core.model import Backbone, MultiTaskModel, last_norm
+from mtml_core.graphs import BackboneGraph, HeadGraph, feature_blocks, fold_multiplier, head_reads_all
+from mtml_core.model import MultiTaskModel
 
 OPSET = 18  # the torch exporter's native opset; TensorRT >= 8.6 and ONNX Runtime >= 1.14 read it
 FOLDED_MULTIPLIERS = "folded.safetensors"
-
-
-def feature_blocks(model: MultiTaskModel) -> list[int]:
-    """Indices of the blocks whose features the exported backbone returns."""
-    blocks = model.cfg.blocks
-    every = bool(model.cfg.multiscale_heads) or model.cfg.arch == "unet"
-    return list(range(blocks)) if every else [blocks - 1]
-
-
-def head_reads_all(model: MultiTaskModel, task: str) -> bool:
-    """Whether ``task``'s head reads every block (``unet`` preset or a Medusa multi-scale head)."""
-    return model.cfg.arch == "unet" or task in model.cfg.multiscale_heads
-
-
-class BackboneGraph(nn.Module):
-    """The backbone as exported: (images, multipliers (M, B·C)) → the features the heads read."""
-
-    def __init__(self, backbone: Backbone, blocks: Sequence[int]) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.keep = list(blocks)
-
-    def forward(self, images: torch.Tensor, multipliers: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """Selected per-block features."""
-        feats = self.backbone(images, multipliers)
-        return tuple(feats[b] for b in self.keep)
-
-
-class HeadGraph(nn.Module):
-    """One head as exported: the backbone graph's outputs → the task's output (fusing scales if multi-scale)."""
-
-    def __init__(self, model: MultiTaskModel, task: str) -> None:
-        super().__init__()
-        self.head = model.heads[task]
-        self.head_input = model.head_input
-        self.task = task
-
-    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
-        """Task output from the features (all blocks, or only the last for a paper head)."""
-        return self.head(self.head_input(self.task, list(feats)))
-
-
-def fold_multiplier(backbone: Backbone, multiplier: torch.Tensor) -> Backbone:
-    """A copy of ``backbone`` (eval mode) whose last normalisation layer per block absorbs a fixed multiplier.
-
-    Block b ends in relu(γ·x̂ + β) (then max-pooling in the paper preset) and is multiplied by m_b; for m ≥ 0 the
-    channel-wise scale commutes with ReLU and max-pooling, so it equals relu(γ'·x̂ + β') with γ' = γ·m_b and
-    β' = β·m_b (BatchNorm or GroupNorm alike).
-    """
-    m = multiplier.detach().to(torch.float32).reshape(-1)
-    if m.numel() != backbone.multiplier_size:
-        raise ValueError(f"fold: multiplier has {m.numel()} values, backbone needs {backbone.multiplier_size} (the "
-                         "sum of its block widths; B·C for equal widths)")
-    if not torch.isfinite(m).all() or (m < 0).any():
-        raise ValueError("fold: multiplier values must be finite and >= 0 (a negative scale does not commute "
-                         "with ReLU/max-pool)")
-    folded = copy.deepcopy(backbone).eval()
-    with torch.no_grad():
-        for b, (block, scale) in enumerate(zip(folded.blocks, m.split(folded.widths))):
-            try:
-                norm = last_norm(block)
-            except ValueError:
-                raise ValueError(f"fold: block {b} has no affine normalisation to fold into") from None
-            norm.weight.mul_(scale)
-            norm.bias.mul_(scale)
-    return folded
+__all__ = ["FOLDED_MULTIPLIERS", "OPSET", "BackboneGraph", "HeadGraph", "export_graph", "export_model", "export_run",
+           "feature_blocks", "fold_multiplier", "head_reads_all"]
 
 
 def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],

@@ -88,8 +88,3 @@ def adapt_head_batched(head: nn.Module, params: Params, x: torch.Tensor, y: torc
         return _sgd(lambda p: head_loss(head, p, xe, ye, task), params, steps, lr, first_order)
 
     return vmap(one)(x, y)
-
-
-def query_loss_batched(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """Per-episode query losses (T,) for batched adapted params and query sets x (T, Q, ...), y (T, Q, ...)."""
-    return vmap(lambda p, xe, ye: head_loss(head, p, xe, ye, task))(params, x, y)

@@ -1,6 +1,6 @@
 """MAML baseline (paper eq. 1): the whole network — backbone Φ and head θ — adapts in the inner loop.
 
-Same meta-batch format, losses, balancer, optimiser and BatchNorm semantics as :class:`mtml_core.meta.MetaLearner`
+Same meta-batch format, losses, balancer, optimiser and BatchNorm semantics as :class:`mtml_core.learner.MetaLearner`
 (it is a subclass). Task-adaptation tasks (``class``) run k SGD steps on every parameter of backbone + head, for
 all T episodes at once: the parameters get a leading T dimension, the backbone runs them as grouped convolutions
 (:func:`mtml_core.episodic.episode_features`, BatchNorm affine parameters and buffers passed explicitly), the head
@@ -20,8 +20,10 @@ from torch.func import functional_call, grad, vmap
 from mtml_core.config import TASK_ADAPTATION
 from mtml_core.episodic import episode_features
 from mtml_core.inner_loop import Params
+from mtml_core.learner import MetaLearner
 from mtml_core.losses import task_loss
-from mtml_core.meta import MetaLearner, validate_batch
+from mtml_core.meta_batch import validate_batch
+from mtml_core.objectives import TaskObjective, head_input
 
 BACKBONE, HEAD = "backbone.", "head."
 
@@ -49,7 +51,7 @@ class MAMLLearner(MetaLearner):
         head = {k[len(HEAD):]: v for k, v in params.items() if k.startswith(HEAD)}
         feats = episode_features(self.model.backbone, images, self.model.task_multiplier(task), backbone,
                                  update_stats=update_stats)
-        x = self._head_input(task, feats)
+        x = head_input(self.model, task, feats)
         return vmap(lambda p, xe: functional_call(self.model.heads[task], p, (xe,)))(head, x)
 
     def _inner(self, task: str, sx: torch.Tensor, sy: torch.Tensor) -> Params:
@@ -67,11 +69,13 @@ class MAMLLearner(MetaLearner):
             params = {k: p - lr * (g[k].detach() if self.cfg.first_order else g[k]) for k, p in params.items()}
         return params
 
-    def _task_objective(self, task: str, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
-                        qy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:
+    def task_objective(self, task: str, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+                       qy: torch.Tensor) -> TaskObjective:
+        """Eq. (1) for task adaptation: the query loss of the whole network after the inner loop; domain tasks as
+        in ANIL."""
         if task not in TASK_ADAPTATION:
-            return super()._task_objective(task, sx, sy, qx, qy)
+            return super().task_objective(task, sx, sy, qx, qy)
         pred = self._predict(task, self._inner(task, sx, sy), qx, update_stats=True)
         loss = vmap(lambda pe, ye: task_loss(task, pe, ye))(pred, qy).mean()
         acc = (pred.detach().argmax(-1) == qy).float().mean()
-        return loss, None, {"loss": float(loss.detach()), "acc": float(acc)}
+        return TaskObjective(loss, None, {"loss": float(loss.detach()), "acc": float(acc)})

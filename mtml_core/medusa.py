@@ -1,4 +1,5 @@
-"""Medusa options (seed 001): per-task shared-feature attention masks and multi-scale head inputs."""
+"""Options from Medusa (universal feature learning via attentional multitasking): per-task shared-feature attention
+masks and multi-scale head inputs."""
 
 from __future__ import annotations
 

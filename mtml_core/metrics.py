@@ -1,4 +1,4 @@
-"""Evaluation metrics per task (DESIGN.md "Metrics"). Pure functions: tensors or arrays in, dict of floats out.
+"""Evaluation metrics per task (depth, normals, VP, class). Pure functions: tensors or arrays in, dict of floats out.
 
 Validity masks follow the label convention: depth pixels count when finite and > 0, normal pixels when all three
 components are finite, VP directions when all three components are finite. Keys ending in ``_pct`` are

@@ -1,4 +1,4 @@
-"""The multi-task model (paper §4.2, DESIGN.md "Model"): backbone f_Φ with runtime channel multipliers,
+"""The multi-task model (paper §4.2): backbone f_Φ with runtime channel multipliers,
 task heads g_θ^j, label encoders, and one attention module h_j per task.
 
 Two presets (``ModelConfig.arch``): ``paper`` is the paper's Conv-4 with its heads (FC class and VP heads,
@@ -89,6 +89,16 @@ class Backbone(nn.Module):
                 h = h * m[b]
             feats.append(h)
         return feats
+
+
+def compose_multiplier(w: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The one composition of a task's runtime multiplier: m = (1 − w) ⊙ mask (§4.2's modulation o ⊙ (1 − w), times
+    the task's Medusa mask, :class:`mtml_core.medusa.SharedFeatureMask`); either part may be absent, None is the
+    identity. Backbones, backends and folding take the result as it is."""
+    m = None if w is None else 1.0 - w
+    if mask is not None:
+        m = mask if m is None else m * mask
+    return m
 
 
 def token_features(feats: Sequence[torch.Tensor], arch: str) -> torch.Tensor:
@@ -441,16 +451,14 @@ class MultiTaskModel(nn.Module):
         """w for a support set (AM), or the prior mean's w (P-AM at test time). Shape (B·C,)."""
         if task not in self.attention:
             raise ValueError(f"{task}: this model has no attention module (use_attention={self.cfg.use_attention})")
-        out = self.attention[task](self.attention_tokens(task, x, y))
-        return torch.sigmoid(out[0]) if isinstance(out, tuple) else out
+        return self.attention[task](self.attention_tokens(task, x, y)).weights
 
-    def task_multiplier(self, task: str, w: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Full runtime multiplier for a task: (1 - w) times its Medusa mask, or None for the identity."""
-        m = None if w is None else 1.0 - w
-        if task in self.masks:
-            mask = self.masks[task]()
-            m = mask if m is None else m * mask
-        return m
+    def task_multiplier(self, task: str, w: torch.Tensor | None = None, *,
+                        detach_mask: bool = False) -> torch.Tensor | None:
+        """The runtime multiplier of ``task`` for attention weights ``w`` (None: no attention), composed by
+        :func:`compose_multiplier` with the task's Medusa mask; ``detach_mask`` keeps the mask out of autograd."""
+        mask = self.masks[task]() if task in self.masks else None
+        return compose_multiplier(w, mask.detach() if detach_mask and mask is not None else mask)
 
     def prior_multiplier(self, task: str) -> torch.Tensor | None:
         """Multiplier served before adapting to an environment: (1 - w̄), w̄ the attention prior (None: identity)."""
@@ -461,8 +469,8 @@ class MultiTaskModel(nn.Module):
                 tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """All (or the given) tasks' outputs.
 
-        ``multipliers[task]`` is that task's attention multiplier 1 - w (None = identity); a task's Medusa mask is
-        applied on top here. Runtimes that call the backbone directly use :meth:`task_multiplier` instead.
+        ``multipliers[task]`` is that task's runtime multiplier (:meth:`task_multiplier`, :meth:`prior_multiplier`,
+        or a vector a backend would take); missing or None: :meth:`task_multiplier` without attention.
         """
         tasks = list(self.cfg.tasks if tasks is None else tasks)
         unknown = [t for t in tasks if t not in self.heads]
@@ -472,8 +480,8 @@ class MultiTaskModel(nn.Module):
         out, cache = {}, {}
         for task in tasks:
             m = multipliers.get(task)
-            if task in self.masks:
-                m = self.masks[task]() if m is None else m * self.masks[task]()
+            if m is None:
+                m = self.task_multiplier(task)
             key = None if m is None else id(m)
             if key not in cache:
                 cache[key] = self.features(images, m)

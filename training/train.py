@@ -20,10 +20,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from mtml_core.adaptation import imprint_prototypes
 from mtml_core.checkpoint import load_checkpoint, load_config, save_checkpoint
+from mtml_core.data.named_images import NamedImages
 from mtml_core.meta import Batch, MetaLearner, build_learner
 from mtml_core.model import MultiTaskModel
 from training import data as episodes
@@ -64,6 +67,22 @@ def transplant(model: MultiTaskModel, source: MultiTaskModel) -> list[str]:
     return fresh
 
 
+def imprint_named_rows(model: MultiTaskModel, images: NamedImages, names: Sequence[str], per_class: int = 16) -> None:
+    """Weight imprinting at the start of a run: the class rows of ``names`` become the mean unit embedding of (up to
+    ``per_class`` centre crops of) their training images under the served class multiplier. Without it, Adam pushes
+    100 randomly initialised rows away from the few images each sees and none is ever predicted."""
+    head, cfg = model.heads["class"], model.cfg
+    rows = [cfg.class_names.index(n) for n in names]
+    idx = np.concatenate([np.flatnonzero(images.labels == r)[:per_class] for r in rows]).astype(int)
+    if idx.size == 0:
+        return
+    x, y = images.batch(idx, None, cfg.mean, cfg.std)
+    with torch.no_grad():
+        feats = model.features(x, model.prior_multiplier("class"))
+        head.prototypes.copy_(imprint_prototypes(head, head.prototypes, model.head_input("class", feats), y,
+                                                 min(rows)))
+
+
 def check_compatible(model_cfg: Mapping[str, Any], init_cfg: Mapping[str, Any]) -> None:
     """Refuse ``--init`` when the architectures differ in anything but the task list (names the keys)."""
     ignore = {"tasks", "multiscale_heads", "class_names"} | ({"n_way"} if model_cfg.get("arch") == "unet" else set())
@@ -101,25 +120,11 @@ def lr_factor(step: int, steps: int, schedule: str, warmup: int = 50) -> float:
 
 def train_step(learner: MetaLearner, batch: Batch, ctx: dist_utils.Context, lr_scale: float = 1.0,
                bf16: bool = False) -> dict[str, float]:
-    """One meta-update (MetaLearner.step with the gradients and BN statistics averaged over ranks); rates scaled by
-    ``lr_scale``; ``bf16``: the forward pass under bfloat16 autocast (CPU with AVX512-BF16, or CUDA)."""
-    optimizers = [o for o in (learner.optimizer, learner.attention_optimizer) if o is not None]
-    for opt, base in zip(optimizers, (learner.cfg.beta, learner.cfg.gamma)):
-        opt.zero_grad(set_to_none=True)
-        for group in opt.param_groups:
-            group["lr"] = base * lr_scale
-    device = next(learner.model.parameters()).device.type
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-        loss, stats = learner.meta_loss(batch)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"meta-step: non-finite loss; per-task figures {stats}")
-    loss.backward()
-    params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
-    dist_utils.average_gradients(params, ctx)
-    if learner.cfg.max_grad_norm is not None:
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, learner.cfg.max_grad_norm))
-    for opt in optimizers:
-        opt.step()
+    """One meta-update of ``mtml-train``: :meth:`MetaLearner.step` with rates scaled by ``lr_scale``, the forward pass
+    under bfloat16 autocast if ``bf16`` (CPU with AVX512-BF16, or CUDA), and the gradients and BatchNorm statistics
+    averaged over ranks."""
+    stats = learner.step(batch, lr_scale=lr_scale, bf16=bf16,
+                         reduce_gradients=lambda params: dist_utils.average_gradients(params, ctx))
     dist_utils.average_buffers(learner.model, ctx)
     return stats
 
@@ -160,6 +165,10 @@ class Run:
         source, _ = load_checkpoint(init)
         check_compatible(self.model.cfg.to_dict(), source.cfg.to_dict())
         transplant(self.model, source)
+        images = episodes.named_images(self.cfg, "train")
+        if images is not None:  # categories the init model did not name start at their images' mean embedding
+            imprint_named_rows(self.model, images, [n for n in self.model.cfg.class_names
+                                                    if n not in source.cfg.class_names])
         if self.freeze_backbone:
             self.frozen_tasks = [t for t in self.model.cfg.tasks if t in source.cfg.tasks]
             freeze(self.model, self.frozen_tasks)

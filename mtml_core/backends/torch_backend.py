@@ -8,7 +8,7 @@ from torch.func import functional_call
 
 from mtml_core.backends.base import Backend
 from mtml_core.backends.manifest import Manifest
-from mtml_core.export import BackboneGraph, HeadGraph, fold_multiplier
+from mtml_core.graphs import BackboneGraph, HeadGraph, fold_multiplier
 
 
 class TorchBackend(Backend):

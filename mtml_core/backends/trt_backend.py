@@ -21,7 +21,7 @@ from torch.func import functional_call
 from mtml_core.backends.base import Backend
 from mtml_core.backends.manifest import Manifest
 from mtml_core.backends.trt_build import build_engine
-from mtml_core.export import HeadGraph
+from mtml_core.graphs import HeadGraph
 
 log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path.home() / ".cache" / "mtml" / "trt"

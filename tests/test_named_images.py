@@ -7,12 +7,14 @@ import torch
 import yaml
 
 from mtml_core.checkpoint import load_checkpoint
+from mtml_core.config import ModelConfig
 from mtml_core.data.named_images import NamedImages
 from mtml_core.data.sources import load_sources
 from mtml_core.data.world import PLACE_TYPES
+from mtml_core.model import MultiTaskModel
 from training import data as episodes
 from training import runconfig
-from training.train import train, transplant
+from training.train import imprint_named_rows, train, transplant
 
 CATEGORIES = ("c/corridor", "k/kitchen", "t/track/outdoor")
 
@@ -88,3 +90,24 @@ def test_a_spec_with_depth_sources_or_without_the_world_is_refused(tmp_path):
     cfg = runconfig.load(runconfig.default_config_path(), [f"data.spec={spec}"])
     with pytest.raises(FileNotFoundError, match="seq"):
         episodes.named_classes(cfg)
+
+
+def test_imprinting_aims_new_rows_at_their_images_and_leaves_the_others(tmp_path):
+    sources = load_sources(places_spec(tmp_path))
+    cfg = ModelConfig(arch="unet", widths=(8, 16, 16, 24), decoder_filters=(16, 8, 8), input_hw=(24, 32), n_way=12,
+                      class_names=(*PLACE_TYPES, "kitchen", "track/outdoor"), attention_dim=16, attention_heads=2,
+                      attention_layers=1)
+    torch.manual_seed(0)
+    model = MultiTaskModel(cfg).eval()
+    images = NamedImages.from_sources(sources, "train", (24, 32), cfg.class_names)
+    before = model.heads["class"].prototypes.detach().clone()
+    imprint_named_rows(model, images, ["kitchen", "track/outdoor"])
+    after = model.heads["class"].prototypes.detach()
+    assert torch.equal(after[:6], before[:6]) and torch.equal(after[8:], before[8:])  # place types, free rows kept
+    for row in (6, 7):
+        x, _ = images.batch(np.flatnonzero(images.labels == row), None, cfg.mean, cfg.std)
+        with torch.no_grad():
+            emb = model.heads["class"].embed(model.head_input("class", model.features(x, model.prior_multiplier(
+                "class"))))
+        centre = torch.nn.functional.normalize(emb.mean(0), dim=0)
+        assert torch.allclose(after[row], centre, atol=1e-5)

@@ -35,6 +35,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from mtml_interfaces.msg import SceneClass, VanishingPoints
 from mtml_interfaces.srv import Adapt, Collect, Profile, Recognize
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -53,6 +54,7 @@ from mtml_core.adapt.engine import MAX_STEPS
 from mtml_core.adapt.labels import check_class_name, check_vp
 from mtml_core.data.geometry import intrinsics
 from mtml_core.export_cache import resolve_export
+from mtml_core.uncertainty import UncertaintyMonitor, unsupported
 
 SWITCH_INTERVAL = 0.0005  # s, see main()
 BACKGROUND_NICE = 10  # the worker thread yields the CPU to inference (and to the rest of the robot)
@@ -122,6 +124,11 @@ class PerceptionNode(Node):
         self.throttle = Throttle(self.get_logger().warning, self.p["warn_period"])
         self.worker = ThreadPoolExecutor(1, "mtml-worker", initializer=_background_priority)
         self.engine = build_engine(self.p, self.get_logger())
+        self.uncertainty = UncertaintyMonitor(unsupported(self.engine.model))  # P-AM only (mtml_core.uncertainty)
+        why = self.uncertainty.check_samples(self.p["uncertainty_samples"])
+        if why is not None:
+            raise ValueError(f"parameter 'uncertainty_samples': {why}")
+        self.add_on_set_parameters_callback(self._check_uncertainty)
         self.add_post_set_parameters_callback(self._after_set)
         self.collector = Collector(self._build_frame, self.worker)
         self.last_env: str | None = None
@@ -164,6 +171,11 @@ class PerceptionNode(Node):
                                             qos_overriding_options=overridable)
         self.pub_scene = self.create_publisher(SceneClass, "~/scene", out, qos_overriding_options=overridable)
         self.pub_overlay = self.create_publisher(Image, "~/overlay", out, qos_overriding_options=overridable)
+        self.pub_std = self.pub_std_info = None  # advertised only for a P-AM model
+        if self.uncertainty.reason is None:
+            self.pub_std = self.create_publisher(Image, "~/depth/std", out, qos_overriding_options=overridable)
+            self.pub_std_info = self.create_publisher(CameraInfo, "~/depth/std/camera_info", out,
+                                                      qos_overriding_options=overridable)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=5))
         self.create_service(Collect, "~/collect", self._guard_service(self.on_collect))
         self.create_service(Profile, "~/profiles", self._guard_service(self.on_profiles))
@@ -211,6 +223,15 @@ class PerceptionNode(Node):
                 self.warn("internal", f"{fn.__name__}: {res.message}")
                 return res
         return run
+
+    def _check_uncertainty(self, changed: list) -> SetParametersResult:
+        """Refuse uncertainty_samples > 0 for a model without a multiplier distribution (not P-AM)."""
+        for prm in changed:
+            if prm.name == "uncertainty_samples" and isinstance(prm.value, int):
+                why = self.uncertainty.check_samples(prm.value)
+                if why is not None:
+                    return SetParametersResult(successful=False, reason=f"parameter 'uncertainty_samples': {why}")
+        return SetParametersResult(successful=True)
 
     def _after_set(self, changed: list) -> None:
         """Apply parameters that were accepted while running."""
@@ -272,8 +293,9 @@ class PerceptionNode(Node):
         header = msg.header
         depth = messages.depth_msg(pred.depth, header, size)
         out_hw = (depth.height, depth.width)
-        self.pub_info.publish(messages.output_camera_info(
-            K if K is not None else intrinsics(self.p["fallback_hfov"], hw), hw, out_hw, header))
+        info = messages.output_camera_info(K if K is not None else intrinsics(self.p["fallback_hfov"], hw), hw,
+                                           out_hw, header)
+        self.pub_info.publish(info)
         self.pub_depth.publish(depth)
         self.pub_normals.publish(messages.normals_msg(pred.normals, header, size))
         self.pub_vp.publish(messages.vp_msg(pred.vp_dirs, header, K))
@@ -288,6 +310,18 @@ class PerceptionNode(Node):
             self.pub_overlay.publish(array_to_msg(picture, "rgb8", header))
         self.recent.append(rgb)
         self.collector.offer(stamp, t0, rgb)
+        if self.pub_std is not None:  # after the four outputs: sampling never delays them
+            self.publish_uncertainty(rgb, pred.version, header, size, info)
+
+    def publish_uncertainty(self, rgb: np.ndarray, version: int, header: Any, size: tuple[int, int] | None,
+                            info: CameraInfo) -> None:
+        """~/depth/std (and its camera_info, the depth image's) when an estimate is due (mtml_core.uncertainty)."""
+        wanted = self.pub_std.get_subscription_count() > 0
+        u = self.uncertainty.step(self.engine, rgb, version, self.p["uncertainty_samples"],
+                                  self.p["uncertainty_period"], wanted)
+        if u is not None and u.depth_std is not None:
+            self.pub_std_info.publish(info)
+            self.pub_std.publish(messages.depth_msg(u.depth_std[0], header, size))
 
     # -- labels --------------------------------------------------------------------------------------------------------
     def on_depth_label(self, msg: Image) -> None:
@@ -565,6 +599,7 @@ class PerceptionNode(Node):
             "last_adaptation": self.last_adapt,
             **{f"frames_{k}": v for k, v in self.counts.items()},
             **{f"problems_{k}": self.throttle.total[k] for k in KINDS},
+            **self.uncertainty.values(state.version),
         }
         recent = self.throttle.recent(max(self.p["diagnostics_period"], self.throttle.period, 1.0))
         level, text = (1, f"input problems ({', '.join(sorted(recent))}), see the log") if recent else (

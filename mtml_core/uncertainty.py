@@ -221,10 +221,10 @@ class UncertaintyMonitor:
         if samples <= 0:
             self.note = "off (uncertainty_samples 0)"
             return None
-        self.frames += 1
         if not wanted:
             self.note = "idle: nobody subscribes to ~/depth/std"
             return None
+        self.frames += 1  # frames while wanted: the first one after a subscriber appears is estimated
         if (self.frames - 1) % period:
             return None
         u = serving_uncertainty(engine, rgb, samples, self.rng, version)

@@ -100,7 +100,8 @@ out["after_set"] = [depth[-1][1].height, depth[-1][1].width]
 out["set_ok"] = ok
 out["set_bad"] = {{k: c.set_parameters("/perception_node", **{{k: v}}) for k, v in
                   {{"shots": 0, "output_resolution": "4k", "label_sync_tolerance": -1.0, "backend": "torch",
-                    "recognize_threshold": 1.5}}.items()}}
+                    "recognize_threshold": 1.5, "uncertainty_samples": 2}}.items()}}
+out["topics"] = sorted(n for n, _ in c.node.get_topic_names_and_types())
 out["wrong_type"] = c.set_parameters("/perception_node", shots=2.5)
 overlay = c.record("/perception_node/overlay", "sensor_msgs/msg/Image")
 out["overlay_set"] = c.set_parameters("/perception_node", publish_overlay=True)
@@ -162,6 +163,9 @@ def test_set_parameter_applies_valid_values_and_refuses_bad_ones_with_the_reason
     assert "label_sync_tolerance out of range Min: 0.0, Max: 10.0" in bad["label_sync_tolerance"]["reason"]
     assert "recognize_threshold out of range Min: 0.0, Max: 1.0" in bad["recognize_threshold"]["reason"]
     assert "read-only" in bad["backend"]["reason"]
+    # an AM model has no multiplier distribution: uncertainty is refused and ~/depth/std is not advertised
+    assert "the served model is not P-AM (meta.method am" in bad["uncertainty_samples"]["reason"]
+    assert "/perception_node/depth" in got["topics"] and "/perception_node/depth/std" not in got["topics"]
     assert not got["wrong_type"][0]["successful"]
     assert got["overlay_set"][0]["successful"]
     assert got["overlay"] == ["rgb8", SIZE[0], 5 * SIZE[1]]  # RGB | depth | normals | VP | class at the image size
@@ -225,6 +229,7 @@ def test_message_conversions_and_the_overlay_picture():
     (["backend:=caffe"], "parameter 'backend': must be one of onnxruntime, torch, tensorrt, got 'caffe'"),
     (["input_size:=[48,65]"], "parameter 'input_size': [48, 65] but the model was exported for [48, 64]"),
     (["shots:=2.5"], "parameter 'shots': expected int"),
+    (["uncertainty_samples:=4"], "parameter 'uncertainty_samples': the served model is not P-AM (meta.method am"),
     (["model:=/nonexistent/export"], "parameter 'model': /nonexistent/export is neither an export (no manifest.json)"),
 ])
 def test_invalid_parameters_stop_the_node_at_start_up_with_the_reason(export, tmp_path, args, reason):

@@ -12,6 +12,7 @@ from mtml_core.adapt import AdaptationEngine, EngineConfig
 from mtml_core.uncertainty import (
     MAX_SAMPLES,
     MultiplierDistribution,
+    UncertaintyMonitor,
     estimate,
     serving_uncertainty,
     support_distribution,
@@ -129,3 +130,23 @@ def test_confidence_is_one_for_identical_samples_and_lower_when_they_disagree():
     assert task_confidence("class", logits, n_classes=3) == pytest.approx(0.5, abs=0.02)  # two opposite samples
     with pytest.raises(ValueError):
         MultiplierDistribution(np.zeros(3), np.zeros(2))
+
+
+def test_monitor_samples_only_when_on_wanted_and_due_and_reports_on_diagnostics(pam):
+    engine, _ = pam
+    rgb = env_frames(ENV, [14])[0].rgb
+    v = engine.state.version
+    mon = UncertaintyMonitor(unsupported(engine.model), seed=0)
+    assert mon.check_samples(16) is None
+    assert mon.step(engine, rgb, v, 0, 1, True) is None and mon.values(v)["uncertainty"].startswith("off")
+    assert mon.step(engine, rgb, v, 4, 1, False) is None and mon.values(v)["uncertainty"].startswith("idle")
+    got = [mon.step(engine, rgb, v, 4, 3, True) is not None for _ in range(6)]
+    assert got == [True, False, False, True, False, False]  # every 3rd wanted frame (counting from the first)
+    values = mon.values(v)
+    assert values["uncertainty"] == "on: 4 samples every 3 frame(s)" and values["uncertainty_samples_used"] == 4
+    assert {k for k in values if k.startswith("confidence_")} == {f"confidence_{t}" for t in engine.state.distributions}
+    assert values["depth_std_mean_m"] > 0 and values["uncertainty_ms"] > 0
+    assert "confidence_depth" not in mon.values(v + 1)  # an estimate of an older serving state is not shown
+    am = UncertaintyMonitor("the served model is not P-AM (meta.method am ...)")
+    assert "uncertainty_samples must stay 0" in am.check_samples(1) and am.check_samples(0) is None
+    assert am.step(engine, rgb, v, 4, 1, True) is None and am.values(v)["uncertainty"].startswith("unavailable")

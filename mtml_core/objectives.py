@@ -113,7 +113,7 @@ def anil_objective(model: MultiTaskModel, cfg: MetaConfig, task: str, sx: torch.
 
 # -- AM and P-AM ---------------------------------------------------------------------------------------------------
 
-# (prior = h_j(support tokens), query features f_Φ(I_te) or None, query labels) → (w, KL term or None)
+# (model, task, prior = h_j(support tokens), plain query features on demand, query labels) → (w, KL term or None)
 WeightsFn = Callable[[MultiTaskModel, str, AttentionOutput, Callable[[], Features], torch.Tensor],
                      tuple[torch.Tensor, torch.Tensor | None]]
 

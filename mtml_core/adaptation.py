@@ -11,11 +11,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mtml_core.inner_loop import Params, adapt_head_best, head_params
+from mtml_core.inner_loop import Params, adapt_head_best, head_loss, head_params
 from mtml_core.losses import check_labels
 from mtml_core.model import CosineClassHead, MultiTaskModel
 
 FeaturesFn = Callable[[torch.Tensor, torch.Tensor | None], list[torch.Tensor]]
+# (head, params, head input x, labels) -> params: a closed-form correction (e.g. the depth-scale term of
+# mtml_core.adapt.scale) that must never raise the support loss
+ClosedForm = Callable[[torch.nn.Module, Params, torch.Tensor, torch.Tensor], Params]
 
 
 def support_weights(model: MultiTaskModel, task: str, images: torch.Tensor, labels: torch.Tensor,
@@ -38,13 +41,15 @@ class TaskAdaptation:
 
 def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: torch.Tensor, steps: int, lr: float,
                features_fn: FeaturesFn | None = None, use_attention: bool = True,
-               stop: Callable[[], bool] | None = None) -> TaskAdaptation:
+               stop: Callable[[], bool] | None = None, closed_form: ClosedForm | None = None) -> TaskAdaptation:
     """Adapt ``task`` to a support set (images (S,3,H,W) normalised, labels per the task's convention).
 
     ``features_fn(images, multiplier)`` returns the backbone's per-block features; default: the model's own
     backbone. The head takes ``steps`` first-order steps and the iterate with the lowest support loss is kept
     (:func:`mtml_core.inner_loop.adapt_head_best`; ``stop()`` True ends it early). Without attention the multiplier
-    is the model's prior.
+    is the model's prior. ``closed_form(head, params, x, labels)``, if given, corrects the head before the inner loop
+    (so its steps start from e.g. the right depth scale) and once more after it; ``support_loss_before`` stays the
+    loss of the meta-learnt head.
     Everything returned is detached (ready to be swapped into a serving model).
     """
     check_labels(task, labels, model.cfg.n_way)
@@ -61,8 +66,18 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
     theta = {k: v.detach() for k, v in head_params(head).items()}
     if isinstance(head, CosineClassHead):
         theta["prototypes"] = imprint_prototypes(head, theta["prototypes"], x, labels, len(model.cfg.class_names))
+    initial = None
+    if closed_form is not None:
+        with torch.no_grad():
+            initial = float(head_loss(head, theta, x, labels, task))
+        theta = closed_form(head, theta, x, labels)
     with torch.enable_grad():
         adapted, before, after = adapt_head_best(head, theta, x, labels, task, steps, lr, stop)
+    if closed_form is not None:
+        adapted = closed_form(head, adapted, x, labels)
+        with torch.no_grad():
+            after = float(head_loss(head, adapted, x, labels, task))
+        before = initial
     return TaskAdaptation(task, None if multiplier is None else multiplier.detach(), adapted, before, after)
 
 

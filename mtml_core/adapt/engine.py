@@ -29,6 +29,7 @@ from mtml_core.adapt.labels import MIN_DEPTH, SupportFrame, make_support_frame
 from mtml_core.adapt.profiles import Profile, ProfileStore, check_name
 from mtml_core.adapt.recognition import Calibration, calibrate, set_score
 from mtml_core.adapt.results import AdaptResult, Prediction, Recognition, TaskStats
+from mtml_core.adapt.scale import DEFAULT_MAX_SCALE, apply_scale
 from mtml_core.adaptation import TaskAdaptation, adapt_task
 from mtml_core.backends import Backend, load_backend
 from mtml_core.backends.manifest import MODEL_DIR
@@ -60,6 +61,11 @@ class EngineConfig:
     while adapting (process-wide in torch, restored afterwards). One is the default: inference keeps running beside
     adaptation, and torch's thread pool on an oversubscribed CPU is many times slower than one thread (measured
     2.0-6.9 s vs 0.2 s).
+    ``depth_scale``: fold the closed-form depth-scale term (:mod:`mtml_core.adapt.scale`: median log-ratio of the
+    support labels to the predictions, at most ``max_depth_scale`` either way) into the depth head, before its inner
+    loop and again after it. ``normals_from``: how a frame with depth and K but no normals gets its normals label
+    (:func:`mtml_core.adapt.labels.make_support_frame`: "pseudo" plane fits for sensor depth, "difference" for
+    exact depth).
     """
 
     steps: int = 10
@@ -76,6 +82,9 @@ class EngineConfig:
     adapt_timeout: float | None = 300.0
     adapt_threads: int | None = 1
     adapt_workers: int = 2
+    depth_scale: bool = True
+    max_depth_scale: float = DEFAULT_MAX_SCALE
+    normals_from: str = "pseudo"
 
     def rate(self, task: str, trained: Mapping[str, Any] | None = None) -> float:
         """Inner-loop rate of ``task`` (``trained``: the checkpoint's meta section, used when ``lr`` is None)."""
@@ -186,7 +195,8 @@ class AdaptationEngine:
         frame = make_support_frame(rgb, self.backend.input_hw, self.backend.manifest.mean,
                                    self.backend.manifest.std, depth=depth, normals=normals, K=K,
                                    class_name=class_name, vp_dirs=vp_dirs, max_depth=self.config.max_depth,
-                                   min_valid=self.config.min_valid, min_depth=self.config.min_depth)
+                                   min_valid=self.config.min_valid, min_depth=self.config.min_depth,
+                                   normals_from=self.config.normals_from)
         return self.buffer.add(env, frame)
 
     # -- adaptation -------------------------------------------------------------------------------------------------
@@ -314,18 +324,29 @@ class AdaptationEngine:
             labels, names, old_labels = self._labels(task, [frames[i] for i in idx], old)
             if stop():
                 raise TimeoutError("stopped before the task started")
+            scales: list[float] = []
+
+            def scale(head: torch.nn.Module, params: dict, hx: torch.Tensor, y: torch.Tensor) -> dict:
+                params, s, _ = apply_scale(head, params, hx, y, self.config.max_depth_scale, sum(scales))
+                scales.append(s)
+                return params
+
+            closed_form = scale if task == "depth" and self.config.depth_scale else None
             result = adapt_task(self.model, task, x, labels, steps, self.config.rate(task, self._trained),
-                                features_fn=features_fn, use_attention=self.config.use_attention, stop=stop)
+                                features_fn=features_fn, use_attention=self.config.use_attention, stop=stop,
+                                closed_form=closed_form)
+            log_scale = float(sum(scales))  # the depth head's total log-depth shift (0 when not applied)
             if self.config.use_attention:  # P-AM: keep the prior the multiplier is the mean of (plain feats cached)
                 dist = support_distribution(self.model, task, x, labels, features_fn)
                 if dist is not None:
                     distributions[task] = dist
             after, initial = result.support_loss_after, result.support_loss_before
+            extra = {"depth_log_scale": log_scale} if closed_form is not None else {}
             if old_labels is None:  # the serving class head does not know these classes: compare with the initial
-                return TaskStats(len(idx), initial, after, initial, "initial"), result, names
+                return TaskStats(len(idx), initial, after, initial, "initial", **extra), result, names
             pred = self.backend.head(task, feats_np(x, old.multipliers[task]), old.heads[task])
             before = float(task_loss(task, torch.from_numpy(pred), old_labels))
-            return TaskStats(len(idx), before, after, initial), result, names
+            return TaskStats(len(idx), before, after, initial, **extra), result, names
 
         jobs = []
         for task in sorted(tasks, key=lambda t: t not in DENSE_TASKS):  # the costly dense heads first

@@ -52,7 +52,7 @@ MAX_CLASS_NAMES = 256
 MAX_CREATED = 64
 KEYS = frozenset({"format", "name", "created", "model_sha256", "tensors", "tensors_sha256", "class_names", "tasks",
                   "stats"})
-STAT_KEYS = frozenset({"shots", "loss_before", "loss_after", "loss_initial", "baseline"})
+STAT_KEYS = frozenset({"shots", "loss_before", "loss_after", "loss_initial", "baseline", "depth_log_scale"})
 BASELINES = ("serving", "initial")
 LOCK_FILE = ".lock"
 CALIBRATION_FILE = ".recognition.json"  # the model's recognition calibration (hidden, like the lock: not a profile)

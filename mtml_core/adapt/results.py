@@ -58,13 +58,16 @@ class TaskStats:
     when the serving class head does not know the support's class names no such loss exists, and it is the
     meta-initialisation's loss on them instead (``baseline`` "initial", equal to ``loss_initial``): any adaptation
     then counts as an improvement. ``loss_after``: the adapted model's. ``loss_initial``: the meta-initialisation's
-    with the new attention multiplier, before the inner loop."""
+    with the new attention multiplier, before the inner loop. ``depth_log_scale`` (depth, when the engine's
+    closed-form scale term ran): the log-depth shift it folded into the head, before and after the inner loop
+    together (e^s is the factor; None for other tasks)."""
 
     shots: int
     loss_before: float
     loss_after: float
     loss_initial: float
     baseline: str = "serving"
+    depth_log_scale: float | None = None
 
 
 @dataclass(frozen=True)

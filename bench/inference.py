@@ -8,6 +8,13 @@ Variants are timed interleaved (blocks of calls in rotation) so that load from o
 machine affects all alike. Targets: onnxruntime adapted p50 <= 5 ms; folded backbone p50 <= 1.02 × the
 no-attention backbone.
 
+``uncertainty``: the cost of P-AM's uncertainty (:mod:`mtml_core.uncertainty`, the node's ``uncertainty_samples``)
+with onnxruntime, side by side with the same adapted prediction without it: S sampled multipliers per task (one
+stacked backbone call and one head call per task), S = 1, 4, 8, 16 for all four tasks (what the node does) and S = 8
+for depth alone. The cost does not depend on the distribution's values, so the model need not be P-AM: every task
+gets a Gaussian around its adapted multiplier. ``--uncertainty-only`` times just that section (onnxruntime, the
+shipped default through the node's export cache) and writes bench/results/inference_uncertainty.json.
+
     python bench/inference.py [--export DIR] [--rounds 30] [--block 20] [--threads 1]
 
 Prints a table and writes bench/results/inference.json.
@@ -34,9 +41,11 @@ from mtml_core.backends.manifest import load_manifest
 from mtml_core.config import ModelConfig
 from mtml_core.export import BackboneGraph, export_graph, export_model
 from mtml_core.model import MultiTaskModel
+from mtml_core.uncertainty import MultiplierDistribution, estimate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "mtml_core" / "assets" / "default"
+UNCERTAINTY_SAMPLES = (1, 4, 8, 16)
 
 
 def make_export(out: Path, rng: np.random.Generator) -> Path:
@@ -77,6 +86,42 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, block: int) -
                 "mean_ms": float(np.mean(v)), "calls": len(v)} for k, v in times.items()}
 
 
+def time_uncertainty(ort_b: object, x: np.ndarray, adapted_m: dict, adapted_h: dict, man: object,
+                     args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """The adapted prediction without ("off") and with the P-AM uncertainty estimate, interleaved."""
+    urng = np.random.default_rng(1)
+    dists = {t: MultiplierDistribution(np.log(1.0 - adapted_m[t]) - np.log(adapted_m[t]),  # mean = adapted_m[t]
+                                       np.full(man.multiplier_size, np.log(0.5), np.float32)) for t in man.tasks}
+    n_classes = len(man.class_names) or None
+    fns: dict[str, Callable[[], object]] = {"off": lambda: ort_b.predict(x, adapted_m, adapted_h)}
+    for s in UNCERTAINTY_SAMPLES:
+        fns[f"S={s}, all tasks"] = lambda s=s: (ort_b.predict(x, adapted_m, adapted_h),
+                                                estimate(ort_b, x, dists, adapted_h, s, urng, n_classes=n_classes))
+    fns["S=8, depth only"] = lambda: (ort_b.predict(x, adapted_m, adapted_h),
+                                      estimate(ort_b, x, dists, adapted_h, 8, urng, tasks=["depth"]))
+    out = interleaved(fns, args.rounds, max(1, args.block // 4))
+    for v in out.values():
+        v["added_p50_ms"] = v["p50_ms"] - out["off"]["p50_ms"]
+    return out
+
+
+def print_uncertainty(uncertainty: dict[str, dict[str, float]], h: int, w: int) -> None:
+    """The uncertainty rows of the table."""
+    print(f"\nP-AM uncertainty (onnxruntime adapted + S sampled multipliers per task), {h}x{w}, batch 1; load "
+          f"average {os.getloadavg()[0]:.1f}")
+    print(f"{'samples':<30}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}")
+    for k, v in uncertainty.items():
+        print(f"{k:<30}{v['p50_ms']:>9.2f}{v['p99_ms']:>9.2f}{v['added_p50_ms']:>9.2f}")
+
+
+def setup(h: int, w: int, source: str, args: argparse.Namespace) -> dict[str, object]:
+    """The run's set-up for the JSON."""
+    return {"input": [h, w], "batch": 1, "model": source, "rounds": args.rounds, "block": args.block,
+            "threads": args.threads or "default", "torch": torch.__version__, "onnxruntime": ort.__version__,
+            "cpus": len(os.sched_getaffinity(0)), "machine": platform.processor() or platform.machine(),
+            "load_average_1min": os.getloadavg()[0]}
+
+
 def main() -> None:
     """Run, print the table, write bench/results/inference.json."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -85,15 +130,22 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1,
                     help="onnxruntime/torch threads (default 1, the node's setting; 0: one per core)")
+    ap.add_argument("--uncertainty-only", action="store_true",
+                    help="time only the P-AM uncertainty section (writes inference_uncertainty.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     tmp = tempfile.TemporaryDirectory(prefix="mtml-bench-")
     out = args.export or Path(tmp.name)
-    source = str(args.export) if args.export else str(make_export(out, rng))
+    if args.uncertainty_only and not args.export:
+        from mtml_core.export_cache import resolve_export
+
+        out = resolve_export(DEFAULT_MODEL, Path("~/.cache/mtml/exports").expanduser(), print)
+        source = str(DEFAULT_MODEL)
+    else:
+        source = str(args.export) if args.export else str(make_export(out, rng))
     man = load_manifest(out)
-    fold = load_file(str(out / man.doc["folded_multipliers"]))["folded_0"]
     h, w = man.input_hw
     x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
     size = man.multiplier_size
@@ -102,6 +154,15 @@ def main() -> None:
     adapted_h = {t: {k: (v + 0.01 * torch.randn_like(v)).detach().numpy() for k, v in
                      model.heads[t].named_parameters()} for t in man.tasks}
 
+    if args.uncertainty_only:
+        ort_b = load_backend("onnxruntime", out, threads=args.threads)
+        uncertainty = time_uncertainty(ort_b, x, adapted_m, adapted_h, man, args)
+        print_uncertainty(uncertainty, h, w)
+        path = RESULTS.with_name("inference_uncertainty.json")
+        path.write_text(json.dumps({"setup": setup(h, w, source, args), "uncertainty": uncertainty}, indent=2))
+        print(f"wrote {path}")
+        return
+    fold = load_file(str(out / man.doc["folded_multipliers"]))["folded_0"]
     backends = {"torch": load_backend("torch", out),
                 "onnxruntime": load_backend("onnxruntime", out, threads=args.threads)}
     try:
@@ -131,6 +192,7 @@ def main() -> None:
             s = ort.InferenceSession(str(out / file), opts, providers=["CPUExecutionProvider"])
             bb_fns[name] = lambda s=s, feeds=feeds: s.run(None, feeds)
     backbone = interleaved(bb_fns, args.rounds, args.block)
+    uncertainty = time_uncertainty(ort_b, x, adapted_m, adapted_h, man, args)
 
     print(f"\nall four outputs, {h}x{w}, batch 1 ({source}); load average {os.getloadavg()[0]:.1f} on "
           f"{len(os.sched_getaffinity(0))} CPUs")
@@ -140,6 +202,7 @@ def main() -> None:
     print(f"\nbackbone only (onnxruntime), {h}x{w}, batch 1")
     for k, v in backbone.items():
         print(f"{k:<30}{v['p50_ms']:>9.3f}{v['p99_ms']:>9.3f}{v['mean_ms']:>9.3f}")
+    print_uncertainty(uncertainty, h, w)
     targets = {"onnxruntime adapted p50 <= 5 ms": results["onnxruntime adapted"]["p50_ms"] <= 5.0}
     ratios = {}
     if "folded" in backbone and "no attention (plain)" in backbone:
@@ -153,12 +216,9 @@ def main() -> None:
         print(f"target {k:<40}{'met' if ok else 'MISSED'}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "setup": {"input": [h, w], "batch": 1, "model": source, "rounds": args.rounds, "block": args.block,
-                  "threads": args.threads or "default", "torch": torch.__version__, "onnxruntime": ort.__version__,
-                  "cpus": len(os.sched_getaffinity(0)),
-                  "machine": platform.processor() or platform.machine(),
-                  "load_average_1min": os.getloadavg()[0]},
-        "outputs": results, "backbone": backbone, "ratios": ratios, "targets_met": targets}, indent=2))
+        "setup": setup(h, w, source, args),
+        "outputs": results, "backbone": backbone, "uncertainty": uncertainty, "ratios": ratios,
+        "targets_met": targets}, indent=2))
     print(f"wrote {RESULTS}")
 
 

@@ -112,7 +112,7 @@ PARAMS: tuple[Param, ...] = (
     Param("uncertainty_samples", 0, "P-AM models only: multipliers sampled from the attention prior per uncertainty "
           "estimate, for ~/depth/std and the per-task confidence on /diagnostics (0 = off; each sample costs one "
           "backbone and head pass per task); refused for other models", bounds=(0, 16)),
-    Param("uncertainty_period", 1, "estimate the uncertainty on every Nth processed frame, and only while "
+    Param("uncertainty_period", 10, "estimate the uncertainty on every Nth processed frame, and only while "
           "~/depth/std has a subscriber", bounds=(1, 1000)),
     Param("max_rate", 0.0, "most frames per second processed (0 = every frame that arrives)", bounds=(0.0, 1000.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", bounds=(0.01, 3600.0)),

@@ -73,7 +73,7 @@ def pam_export(tmp_path_factory):
 
 
 def test_depth_std_arrives_with_the_depth_header_and_size_after_adapting_a_pam_model(pam_export, tmp_path):
-    params = ("shots:=2", "collect_rate:=5.0", "inner_steps:=1", "uncertainty_samples:=4")
+    params = ("shots:=2", "collect_rate:=5.0", "inner_steps:=1", "uncertainty_samples:=4", "uncertainty_period:=2")
     with RosSession(tmp_path, interfaces=True) as ros:
         cam = ros.module("mtml.sim_camera", "--ros-args", "-r", "__ns:=/camera", "-p", f"environment:={ENV}",
                          "-p", "rate:=10.0", "-p", "width:=80", "-p", "height:=60")
@@ -90,7 +90,7 @@ def test_depth_std_arrives_with_the_depth_header_and_size_after_adapting_a_pam_m
         assert row["finite"] and row["min"] >= 0.0 and row["max"] > 0.0, row
         assert row["info"] == [48, 64] and row["info_k_equal"], row  # REP 118: the depth image's camera_info
     diag = got["diag"]
-    assert diag["uncertainty"].startswith("on: 4 samples"), diag
+    assert diag["uncertainty"] == "on: 4 samples every 2 frame(s)", diag
     for task in ("depth", "normals", "vp", "class"):
         assert 0.0 <= float(diag[f"confidence_{task}"]) <= 1.0, diag
     assert float(diag["uncertainty_ms"]) > 0 and float(diag["depth_std_mean_m"]) > 0, diag

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mtml_core.model import compose_multiplier
+
 if TYPE_CHECKING:
     from mtml_core.adapt.engine import AdaptationEngine
     from mtml_core.backends.base import Backend
@@ -70,11 +72,10 @@ class MultiplierDistribution:
             object.__setattr__(self, "mask", np.asarray(self.mask, np.float32).reshape(-1))
 
     def multiplier(self, z: np.ndarray) -> np.ndarray:
-        """Multipliers of pre-activations z (..., M), float32."""
-        m = 1.0 - _sigmoid(np.asarray(z, np.float64))
-        if self.mask is not None:
-            m = m * self.mask
-        return m.astype(np.float32)
+        """Multipliers of pre-activations z (..., M), float32 (composed as every runtime multiplier is)."""
+        w = torch.from_numpy(_sigmoid(np.asarray(z, np.float64)))
+        mask = None if self.mask is None else torch.from_numpy(self.mask.astype(np.float64))
+        return compose_multiplier(w, mask).numpy().astype(np.float32)
 
     def mean_multiplier(self) -> np.ndarray:
         """The multiplier served for this distribution (its mean's): (M,)."""
@@ -104,7 +105,8 @@ def support_distribution(model: torch.nn.Module, task: str, images: torch.Tensor
     with torch.no_grad():
         plain = (features_fn or model.features)(images, model.task_multiplier(task))
         tokens = model.attention_tokens(task, model.token_features(plain), labels)
-        mu, log_sigma = model.attention[task](tokens)
+        out = model.attention[task](tokens)
+        mu, log_sigma = out.mu, out.log_sigma
         mask = model.masks[task]().detach().cpu().numpy() if task in model.masks else None
     return MultiplierDistribution(mu.detach().cpu().numpy(), log_sigma.detach().cpu().numpy(), mask)
 

@@ -38,6 +38,7 @@ OUT = ROOT / "bench" / "results" / "node_latency.json"
 H, W = 480, 640
 NODE = "/perception_node"
 OUTPUTS = ("depth", "normals", "vanishing_points", "scene")
+FRAME_NS = 33_333_333  # header stamps advance by one 30 Hz frame period
 SWEEP = (30.0, 60.0, 90.0, 120.0, 180.0, 240.0)
 ANSWERED_FOR_SUSTAINED = 0.95
 TARGETS = {"p50_ms": 10.0, "p99_ms": 25.0}
@@ -104,7 +105,9 @@ class Client:
         msg = self.msgs[self.counter % len(self.msgs)]
         info, depth = self.labels[self.counter % len(self.labels)]
         self.counter += 1
-        stamp = 10**18 + self.counter  # unique, never a real time: keys the answers
+        # unique (keys the answers), never a real time, and one 30 Hz frame period apart, as a camera's: the node's
+        # collect_rate limit reads header stamps (1 ns apart, only the first frame was ever collected)
+        stamp = 10**18 + self.counter * FRAME_NS
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
         if self.with_labels:  # the frame's labels first, as a camera driver does
             info.header.stamp = depth.header.stamp = msg.header.stamp

@@ -1,10 +1,10 @@
 """Real named categories in a world run: a data spec's class sources become named class rows after the place types."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
+from places_helpers import places_spec as write_places_spec
 
 from mtml_core.checkpoint import load_checkpoint
 from mtml_core.config import ModelConfig
@@ -19,24 +19,16 @@ from training.train import imprint_named_rows, train, transplant
 CATEGORIES = ("c/corridor", "k/kitchen", "t/track/outdoor")
 
 
+def coloured_square(i: int, j: int) -> np.ndarray:
+    img = np.full((40, 40, 3), 60 * i + 10 * j, np.uint8)
+    img[: 10 * (i + 1)] = 250  # a category-specific bright band at the top
+    return img
+
+
 def places_spec(tmp_path, per_class: int = 5) -> str:
-    """A MiniPlaces-layout folder (categories.txt, images/train/<letter>/<category>) of coloured squares."""
-    root = tmp_path / "mp"
-    lines = []
-    for i, cat in enumerate(CATEGORIES):
-        folder = root / "images" / "train" / cat
-        folder.mkdir(parents=True)
-        for j in range(per_class):
-            img = np.full((40, 40, 3), 60 * i + 10 * j, np.uint8)
-            img[: 10 * (i + 1)] = 250  # a category-specific bright band at the top
-            cv2.imwrite(str(folder / f"{j:08d}.jpg"), img)
-        lines.append(f"/{cat} {i}")
-    (root / "categories.txt").write_text("\n".join(lines) + "\n")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"root": str(root), "sources": [
-        {"name": "places", "loader": "places", "path": ".", "tasks": ["class"],
-         "split": {"by": "item", "train": 0.6, "val": 0.4}}]}))
-    return str(spec)
+    """MiniPlaces-layout coloured squares, every category's items split in order 60 / 40."""
+    return write_places_spec(tmp_path, CATEGORIES, per_class, coloured_square, {"by": "item", "train": 0.6,
+                                                                                  "val": 0.4}, ".jpg")
 
 
 def test_named_images_join_rows_by_name_and_are_cropped_to_the_camera_aspect(tmp_path):

@@ -1,10 +1,10 @@
 """Few-shot episodes from a data spec's class sources split by category (the MiniPlaces Table 2 analogue)."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
+from places_helpers import places_spec
 
 from training import data as episodes
 from training import reproduce_table2, runconfig
@@ -15,22 +15,10 @@ CATEGORIES = [f"{c[0]}/{c}" for c in ("abbey", "bar", "canyon", "desert", "field
 
 
 def fewshot_spec(tmp_path, per_class: int = 4) -> str:
-    """A MiniPlaces-layout folder (categories.txt, images/train/<letter>/<category>), split by category."""
-    root = tmp_path / "mp"
-    lines = []
-    for i, cat in enumerate(CATEGORIES):
-        folder = root / "images" / "train" / cat
-        folder.mkdir(parents=True)
-        for j in range(per_class):
-            img = np.full((24, 24, 3), (20 * i + 3 * j) % 256, np.uint8)  # one grey level per category and image
-            cv2.imwrite(str(folder / f"{j:08d}.png"), img)
-        lines.append(f"/{cat} {i}")
-    (root / "categories.txt").write_text("\n".join(lines) + "\n")
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"root": str(root), "sources": [
-        {"name": "places", "loader": "places", "path": ".", "tasks": ["class"],
-         "split": {"by": "category", "train": 0.6, "val": 0.2, "test": 0.2, "seed": 3}}]}))
-    return str(spec)
+    """A MiniPlaces-layout folder of one grey level per category and image, split by category."""
+    return places_spec(tmp_path, CATEGORIES, per_class,
+                       lambda i, j: np.full((24, 24, 3), (20 * i + 3 * j) % 256, np.uint8),
+                       {"by": "category", "train": 0.6, "val": 0.2, "test": 0.2, "seed": 3})
 
 
 def config(spec: str, *extra: str) -> dict:

@@ -31,7 +31,7 @@ from mtml_core.data.episodes import (
     collate,
 )
 from mtml_core.data.loaders.omniglot import omniglot_union_splits
-from mtml_core.data.named_images import NamedImages
+from mtml_core.data.named_images import NamedImages, category_names
 from mtml_core.data.sources import SpecClasses, load_sources
 from mtml_core.data.world import PLACE_TYPES, WorldEpisodes, collate_envs, world_batch, world_loader
 from mtml_core.meta import Batch
@@ -116,7 +116,7 @@ def named_classes(cfg: Mapping[str, Any]) -> list[str]:
         raise ValueError("named classes belong to data.source=world runs")
     if not cfg["data"]["spec"]:
         return list(PLACE_TYPES)
-    return NamedImages.from_sources(spec_sources(cfg), "train", cfg["model"]["input_hw"], PLACE_TYPES).names
+    return category_names(spec_sources(cfg), "train", PLACE_TYPES)
 
 
 def named_images(cfg: Mapping[str, Any], split: str) -> NamedImages | None:

@@ -20,6 +20,26 @@ from mtml_core.data.sources import Source, category_name
 from mtml_core.data.world import photometric
 
 
+def _class_sets(sources: Sequence[Source], split: str) -> list[tuple[Source, object]]:
+    """(source, its class set of ``split``) for every class source with images there (not the built-in world)."""
+    out = [(s, s.classes(split)) for s in sources if "class" in s.tasks and s.loader != "synth"]
+    out = [(s, data) for s, data in out if data is not None]
+    if not out:
+        raise ValueError(f"no class source has images in the {split!r} split")
+    return out
+
+
+def category_names(sources: Sequence[Source], split: str, names: Sequence[str] = ()) -> list[str]:
+    """``names`` followed by the class sources' other categories of ``split`` (each source's in its id order,
+    readable names as :func:`category_name`); reads listings only, no image."""
+    out = list(names)
+    for s, data in _class_sets(sources, split):
+        ids = s._classes[1]  # type: ignore[index]
+        out += [n for n in (category_name(c) for c in sorted(data.class_names(), key=lambda c: ids[c]))
+                if n not in out]
+    return out
+
+
 class NamedImages:
     """Images (N, H', W, 3) uint8 of named categories with labels (N,), H' ≥ the model's height."""
 
@@ -37,19 +57,8 @@ class NamedImages:
         """Every image of ``split`` of the class sources (not the built-in world), labelled by position in
         ``names`` followed by the sources' other categories (each source's in its id order, readable names as
         :func:`category_name`)."""
-        per_source = []
-        for s in sources:
-            if "class" in s.tasks and s.loader != "synth":
-                data = s.classes(split)
-                if data is not None:
-                    per_source.append((s, data))
-        if not per_source:
-            raise ValueError(f"no class source has images in the {split!r} split")
-        names = list(names)
-        for s, data in per_source:
-            ids = s._classes[1]  # type: ignore[index]
-            names += [n for n in (category_name(c) for c in sorted(data.class_names(), key=lambda c: ids[c]))
-                      if n not in names]
+        per_source = _class_sets(sources, split)
+        names = category_names(sources, split, names)
         index = {n: i for i, n in enumerate(names)}
         width = int(hw[1])
         images, labels = [], []

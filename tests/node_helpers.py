@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# the node's label inputs remapped to sim_camera's topics (images, depth, intrinsics, ground-truth VPs)
+SIM_CAMERA_REMAP = {"image": "/camera/image", "depth_label": "/camera/depth", "camera_info": "/camera/camera_info",
+                    "vp_label": "/camera/ground_truth/vanishing_points"}
 CONFIG = ROOT / "config" / "perception.yaml"
 NODE = "/perception_node"
 OUTPUTS = {  # topic -> type of the node's four outputs

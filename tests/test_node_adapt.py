@@ -5,14 +5,12 @@ import time
 
 import numpy as np
 import pytest
-from node_helpers import CLASS_NAMES, child_code, last_json, make_export, start_node
+from node_helpers import CLASS_NAMES, SIM_CAMERA_REMAP, child_code, last_json, make_export, start_node
 from ros_helpers import RosSession
 
 pytestmark = pytest.mark.ros
 
 ENV, CATEGORY, SHOTS = "room_sandstone", "room/sandstone", 4
-REMAP = {"image": "/camera/image", "depth_label": "/camera/depth", "camera_info": "/camera/camera_info",
-         "vp_label": "/camera/ground_truth/vanishing_points"}
 
 COMMON = """
 import time
@@ -108,14 +106,14 @@ def test_collect_adapt_while_streaming_then_profile_round_trip(export, tmp_path)
     with RosSession(tmp_path, interfaces=True) as ros:
         # one frame over and over (frames:=1): outputs before/after adaptation and after reloading are comparable
         cam = sim_camera(ros, "frames:=1")
-        node = start_node(ros, export, profiles, *params, remap=REMAP)
+        node = start_node(ros, export, profiles, *params, remap=SIM_CAMERA_REMAP)
         code = fill(ADAPT, CATEGORY=repr(CATEGORY), NPZ=repr(str(tmp_path / "a.npz")))
         client = ros.python(child_code(code), "adapt")
         assert client.wait(120) == 0, client.log() + node.log() + cam.log()
         got = last_json(client.log())
         assert node.stop() == 0, node.log()
         saved = sorted(p.name for p in profiles.iterdir())
-        node2 = start_node(ros, export, profiles, *params, remap=REMAP)
+        node2 = start_node(ros, export, profiles, *params, remap=SIM_CAMERA_REMAP)
         client2 = ros.python(child_code(fill(RELOAD, NPZ=repr(str(tmp_path / "b.npz")))), "reload")
         assert client2.wait(90) == 0, client2.log() + node2.log()
         got2 = last_json(client2.log())
@@ -167,7 +165,7 @@ print(c.call("adapt", environment="sand", inner_steps=1000, timeout=300), flush=
 def test_ctrl_c_during_an_adaptation_cancels_it_and_exits_cleanly(export, tmp_path):
     with RosSession(tmp_path, interfaces=True) as ros:
         sim_camera(ros)
-        node = start_node(ros, export, tmp_path / "profiles", "shots:=2", "collect_rate:=0.0", remap=REMAP)
+        node = start_node(ros, export, tmp_path / "profiles", "shots:=2", "collect_rate:=0.0", remap=SIM_CAMERA_REMAP)
         ros.python(child_code(LONG_ADAPT), "client")
         deadline = time.monotonic() + 60
         while "adapting sand: 2 frames, 1000 steps" not in node.log():

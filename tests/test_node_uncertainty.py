@@ -5,15 +5,13 @@ confidences are on /diagnostics. (AM models: see test_node.py, the parameter is 
 
 import numpy as np
 import pytest
-from node_helpers import child_code, last_json, start_node
+from node_helpers import SIM_CAMERA_REMAP, child_code, last_json, start_node
 from ros_helpers import RosSession
 from runtime_helpers import export_small
 
 pytestmark = pytest.mark.ros
 
 ENV = "room_sandstone"
-REMAP = {"image": "/camera/image", "depth_label": "/camera/depth", "camera_info": "/camera/camera_info",
-         "vp_label": "/camera/ground_truth/vanishing_points"}
 
 CLIENT = """
 import numpy as np
@@ -77,7 +75,7 @@ def test_depth_std_arrives_with_the_depth_header_and_size_after_adapting_a_pam_m
     with RosSession(tmp_path, interfaces=True) as ros:
         cam = ros.module("mtml.sim_camera", "--ros-args", "-r", "__ns:=/camera", "-p", f"environment:={ENV}",
                          "-p", "rate:=10.0", "-p", "width:=80", "-p", "height:=60")
-        node = start_node(ros, pam_export, tmp_path / "profiles", *params, remap=REMAP)
+        node = start_node(ros, pam_export, tmp_path / "profiles", *params, remap=SIM_CAMERA_REMAP)
         client = ros.python(child_code(CLIENT), "client")
         assert client.wait(120) == 0, client.log() + node.log() + cam.log()
         got = last_json(client.log())

@@ -89,6 +89,9 @@ PARAMS: tuple[Param, ...] = (
           "size", _one_of(OUTPUT_RESOLUTIONS)),
     Param("fallback_hfov", 60.0, "horizontal field of view (degrees) assumed for ~/depth/camera_info until a "
           "valid camera_info has arrived (principal point at the centre)", bounds=(1.0, 179.0)),
+    Param("vp_lines_width", 320, "refine the published vanishing directions on the frame's line segments, found "
+          "in the frame resized to this width (mtml_core.vp_lines; 0 = off: the VP head alone)", read_only=True,
+          bounds=(0, 1280)),
     Param("publish_overlay", False, "publish ~/overlay (rgb8 picture of the four outputs) while subscribed"),
     Param("overlay_max_depth", 10.0, "depth (m) at the far end of the overlay's colour map", bounds=(0.01, 1e4)),
     Param("use_depth_label", True, "subscribe to depth_label (32FC1 m / 16UC1 mm) for collected frames",

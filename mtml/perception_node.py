@@ -91,7 +91,7 @@ def build_engine(p: dict[str, Any], log: Any) -> AdaptationEngine:
             opts["cache_dir"] = os.path.expanduser(p["tensorrt.cache_dir"])
     config = EngineConfig(steps=p["inner_steps"], buffer_size=1000, switch_confidence=p["recognize_threshold"],
                           adapt_threads=p["adapt_threads"], adapt_workers=p["adapt_workers"],
-                          adapt_timeout=p["adapt_timeout"])
+                          adapt_timeout=p["adapt_timeout"], vp_lines_width=p["vp_lines_width"])
     model = Path(os.path.expanduser(p["model"])) if p["model"] else params.DEFAULT_MODEL
     try:
         export = resolve_export(model, Path(os.path.expanduser(p["export_cache_dir"])), log.info)
@@ -281,20 +281,20 @@ class PerceptionNode(Node):
             else:
                 rgb = rgb_from_msg(msg, self.p["max_image_pixels"])
             self.last_processed = t0
-            pred = self.engine.infer(rgb)
+            hw = rgb.shape[:2]
+            stamp = stamp_ns(msg.header.stamp)
+            K = self.camera_k(stamp, hw)
+            K_out = K if K is not None else intrinsics(self.p["fallback_hfov"], hw)
+            pred = self.engine.infer(rgb, K_out)
         except ValueError as exc:
             self.counts["rejected"] += 1
             self.warn("image", f"image rejected: {exc}")
             return
-        hw = rgb.shape[:2]
-        stamp = stamp_ns(msg.header.stamp)
-        K = self.camera_k(stamp, hw)
         size = hw if self.p["output_resolution"] == "input" else None
         header = msg.header
         depth = messages.depth_msg(pred.depth, header, size)
         out_hw = (depth.height, depth.width)
-        info = messages.output_camera_info(K if K is not None else intrinsics(self.p["fallback_hfov"], hw), hw,
-                                           out_hw, header)
+        info = messages.output_camera_info(K_out, hw, out_hw, header)
         self.pub_info.publish(info)
         self.pub_depth.publish(depth)
         self.pub_normals.publish(messages.normals_msg(pred.normals, header, size))

@@ -35,9 +35,11 @@ from mtml_core.backends import Backend, load_backend
 from mtml_core.backends.manifest import MODEL_DIR
 from mtml_core.checkpoint import load_config
 from mtml_core.config import DENSE_TASKS
+from mtml_core.data.geometry import canonical_vps
 from mtml_core.losses import task_loss
 from mtml_core.model import MultiTaskModel
 from mtml_core.uncertainty import MultiplierDistribution, keep_for, support_distribution
+from mtml_core.vp_lines import check_intrinsics, refine_frame, segment_planes
 
 log = logging.getLogger(__name__)
 DEFAULT_LR = 0.1  # MetaConfig's default inner_lr
@@ -65,7 +67,8 @@ class EngineConfig:
     support labels to the predictions, at most ``max_depth_scale`` either way) into the depth head, before its inner
     loop and again after it. ``normals_from``: how a frame with depth and K but no normals gets its normals label
     (:func:`mtml_core.adapt.labels.make_support_frame`: "pseudo" plane fits for sensor depth, "difference" for
-    exact depth).
+    exact depth). ``vp_lines_width``: refine the VP head's directions on the frame's line segments
+    (:mod:`mtml_core.vp_lines`, the frame resized to this width; 0: off) when :meth:`infer` is given intrinsics.
     """
 
     steps: int = 10
@@ -85,6 +88,7 @@ class EngineConfig:
     depth_scale: bool = True
     max_depth_scale: float = DEFAULT_MAX_SCALE
     normals_from: str = "pseudo"
+    vp_lines_width: int = 320
 
     def rate(self, task: str, trained: Mapping[str, Any] | None = None) -> float:
         """Inner-loop rate of ``task`` (``trained``: the checkpoint's meta section, used when ``lr`` is None)."""
@@ -136,6 +140,7 @@ class AdaptationEngine:
         self._cancel = threading.Event()
         self._signatures: dict[str, tuple[str, np.ndarray | None]] = {}
         self._calibration: Calibration | None = None
+        self._lines = ThreadPoolExecutor(1, "mtml-vp-lines")  # line segments beside the backend's inference
 
     @classmethod
     def from_export(cls, export: str | Path, backend: str = "onnxruntime", profiles_dir: str | Path | None = None,
@@ -157,18 +162,31 @@ class AdaptationEngine:
         """The serving state (immutable; replaced as a whole on every swap)."""
         return self._state
 
-    def infer(self, rgb: np.ndarray) -> Prediction:
-        """Predict all outputs for one uint8 RGB frame (H, W, 3), any resolution (resized by preprocess)."""
+    def infer(self, rgb: np.ndarray, K: np.ndarray | None = None) -> Prediction:
+        """Predict all outputs for one uint8 RGB frame (H, W, 3), any resolution (resized by preprocess); with the
+        frame's intrinsics ``K``, VP directions refined on its line segments (see :meth:`infer_batch`)."""
         rgb = np.asarray(rgb)
         if rgb.ndim != 3:
             raise ValueError(f"infer: expected one uint8 (H, W, 3) frame, got shape {rgb.shape} (see infer_batch)")
-        return self.infer_batch(rgb[None])[0]
+        return self.infer_batch(rgb[None], K)[0]
 
-    def infer_batch(self, rgb: np.ndarray) -> list[Prediction]:
-        """Predict for a batch of uint8 RGB frames (N, H, W, 3); all from the same serving state."""
+    def infer_batch(self, rgb: np.ndarray, K: np.ndarray | None = None) -> list[Prediction]:
+        """Predict for a batch of uint8 RGB frames (N, H, W, 3); all from the same serving state. ``K``: the
+        frames' intrinsics (3, 3): VP directions refined on each frame's line segments
+        (:mod:`mtml_core.vp_lines`; ``config.vp_lines_width``), found in a thread beside the backend's inference."""
         state = self._state
-        out = self.backend.predict(self.backend.preprocess(rgb), state.multipliers, state.heads)
-        return [self._prediction(out, i, state) for i in range(len(rgb))]
+        x = self.backend.preprocess(rgb)
+        width = self.config.vp_lines_width
+        lines = None
+        if K is not None and width > 0 and "vp" in self.tasks:
+            K = check_intrinsics(K)
+            lines = [self._lines.submit(segment_planes, im, K, width) for im in np.asarray(rgb)]
+        out = self.backend.predict(x, state.multipliers, state.heads)
+        preds = [self._prediction(out, i, state) for i in range(len(x))]
+        if lines is not None:
+            preds = [dataclasses.replace(p, vp_dirs=canonical_vps(refine_frame(*f.result(), p.vp_dirs))
+                                         .astype(np.float32)) for p, f in zip(preds, lines, strict=True)]
+        return preds
 
     def _prediction(self, out: dict[str, np.ndarray], i: int, state: ServingState) -> Prediction:
         scores = None

@@ -127,7 +127,7 @@ def test_frames_in_four_outputs_out_with_the_input_header_and_the_engines_values
     hw = tuple(engine.backend.input_hw)
     for i in range(3):
         frame = render_frame(get_env(ENV), i, SIZE)
-        pred = engine.infer(frame.rgb)
+        pred = engine.infer(frame.rgb, frame.K)  # the node refines VP on the camera_info K
         sec = 1000 + i
         d, n = got[f"depth_{sec}"], got[f"normals_{sec}"]
         assert (d["encoding"], tuple(d["hw"]), d["step"], d["frame_id"]) == ("32FC1", hw, hw[1] * 4, f"cam{i}")

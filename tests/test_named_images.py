@@ -103,3 +103,5 @@ def test_imprinting_aims_new_rows_at_their_images_and_leaves_the_others(tmp_path
                 "class"))))
         centre = torch.nn.functional.normalize(emb.mean(0), dim=0)
         assert torch.allclose(after[row], centre, atol=1e-5)
+    imprint_named_rows(model, images, [])  # a further stage from a model that already names every category
+    assert torch.equal(model.heads["class"].prototypes.detach(), after)

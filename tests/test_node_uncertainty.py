@@ -34,13 +34,14 @@ def collected():
     return any(s.startswith("collecting") for s in states) and states[-1] == "idle"
 assert c.spin_until(collected, 30), states[-5:]
 out["adapt"] = c.call("adapt", environment="sand", inner_steps=1)
-assert c.spin_until(lambda: len(std) >= 3 and "confidence_depth" in c.diagnostics(), 30), "no ~/depth/std"
+assert c.spin_until(lambda: len(std) >= 4 and "confidence_depth" in c.diagnostics(), 30), "no ~/depth/std"
+c.spin(0.5)  # each topic has its own reader: a std image may be taken before the camera_info published just before it
 stamp = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec)
 depth_by = {stamp(m): m for _, m in depth}
 dinfo_by = {stamp(m): m for _, m in dinfo}
 info_by = {stamp(m): m for _, m in info}
 rows = []
-for _, m in std[-3:]:
+for _, m in std[-4:-1]:  # not the newest: its camera_info may still be on its way
     d = depth_by.get(stamp(m))
     arr = np.frombuffer(bytes(m.data), "<f4").reshape(m.height, m.width)  # raw: depth_from_msg makes 0 NaN
     rows.append({"encoding": m.encoding, "hw": [m.height, m.width], "step": m.step, "frame_id": m.header.frame_id,

@@ -73,8 +73,8 @@ def imprint_named_rows(model: MultiTaskModel, images: NamedImages, names: Sequen
     100 randomly initialised rows away from the few images each sees and none is ever predicted."""
     head, cfg = model.heads["class"], model.cfg
     rows = [cfg.class_names.index(n) for n in names]
-    idx = np.concatenate([np.flatnonzero(images.labels == r)[:per_class] for r in rows]).astype(int)
-    if idx.size == 0:
+    idx = np.concatenate([np.flatnonzero(images.labels == r)[:per_class] for r in rows] + [np.empty(0)]).astype(int)
+    if idx.size == 0:  # every category already named by the init run (e.g. a further stage from the shipped model)
         return
     x, y = images.batch(idx, None, cfg.mean, cfg.std)
     with torch.no_grad():

@@ -16,6 +16,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
 import mtml_core
+from mtml_core import vp_lines
 
 DEFAULT_MODEL = Path(mtml_core.__file__).resolve().parent / "assets" / "default"  # `model: ""`
 
@@ -33,6 +34,12 @@ def _one_of(choices: Sequence[str]) -> Check:
 
 def _non_empty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
+
+
+def _lines_width(v: int) -> str | None:
+    if v == 0 or vp_lines.MIN_WIDTH <= v <= vp_lines.MAX_WIDTH:
+        return None
+    return f"must be 0 (off) or in [{vp_lines.MIN_WIDTH}, {vp_lines.MAX_WIDTH}], got {v}"
 
 
 def _input_size(v: Sequence[int]) -> str | None:
@@ -89,9 +96,10 @@ PARAMS: tuple[Param, ...] = (
           "size", _one_of(OUTPUT_RESOLUTIONS)),
     Param("fallback_hfov", 60.0, "horizontal field of view (degrees) assumed for ~/depth/camera_info until a "
           "valid camera_info has arrived (principal point at the centre)", bounds=(1.0, 179.0)),
-    Param("vp_lines_width", 320, "refine the published vanishing directions on the frame's line segments, found "
-          "in the frame resized to this width (mtml_core.vp_lines; 0 = off: the VP head alone)", read_only=True,
-          bounds=(0, 1280)),
+    Param("vp_lines_width", vp_lines.DEFAULT_WIDTH, "refine the published vanishing directions on the frame's line "
+          f"segments, found in the frame resized to this width ({vp_lines.MIN_WIDTH}-{vp_lines.MAX_WIDTH}; "
+          "mtml_core.vp_lines; 0 = off: the VP head alone)", _lines_width, read_only=True,
+          bounds=(0, vp_lines.MAX_WIDTH)),
     Param("publish_overlay", False, "publish ~/overlay (rgb8 picture of the four outputs) while subscribed"),
     Param("overlay_max_depth", 10.0, "depth (m) at the far end of the overlay's colour map", bounds=(0.01, 1e4)),
     Param("use_depth_label", True, "subscribe to depth_label (32FC1 m / 16UC1 mm) for collected frames",

@@ -29,7 +29,8 @@ from mtml_core.data.geometry import canonical_vps, scale_intrinsics
 THRESHOLDS_DEG = (20.0, 12.0, 8.0, 5.0, 3.0, 2.0)  # τ schedule (chosen on validation environments)
 PRIOR = 1e-3  # λ of Eq. L3
 MIN_LENGTH = 0.04  # shortest segment used, as a fraction of the image width (chosen on validation)
-MAX_WIDTH = 1280
+MIN_WIDTH, MAX_WIDTH = 16, 1280
+DEFAULT_WIDTH = 320  # the frame is resized to this width for LSD (~15 ms per frame here; 640: ~60 ms)
 
 
 def check_intrinsics(K: np.ndarray) -> np.ndarray:
@@ -40,12 +41,12 @@ def check_intrinsics(K: np.ndarray) -> np.ndarray:
     return K
 
 
-def segment_planes(rgb: np.ndarray, K: np.ndarray, width: int = 320,
+def segment_planes(rgb: np.ndarray, K: np.ndarray, width: int = DEFAULT_WIDTH,
                    min_length: float = MIN_LENGTH) -> tuple[np.ndarray, np.ndarray]:
     """Unit interpretation-plane normals (S, 3) of the frame's line segments (Eq. L1) and their lengths (S,) in
     pixels of the frame resized to ``width`` (no upscaling)."""
-    if not 16 <= width <= MAX_WIDTH:
-        raise ValueError(f"vp lines: width must be in [16, {MAX_WIDTH}], got {width}")
+    if not MIN_WIDTH <= width <= MAX_WIDTH:
+        raise ValueError(f"vp lines: width must be in [{MIN_WIDTH}, {MAX_WIDTH}], got {width}")
     rgb, K = np.asarray(rgb), check_intrinsics(K)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 8:
         raise ValueError(f"vp lines: expected a uint8 (H, W, 3) image of at least 8x8, got {rgb.dtype} {rgb.shape}")
@@ -100,8 +101,13 @@ def refine_frame(planes: np.ndarray, weights: np.ndarray, dirs: np.ndarray,
     return R
 
 
-def refine_vps(rgb: np.ndarray, K: np.ndarray, dirs: np.ndarray, width: int = 320) -> np.ndarray:
+def refined_vps(segments: tuple[np.ndarray, np.ndarray], dirs: np.ndarray) -> np.ndarray:
+    """Vanishing directions (3, 3) float32 in canonical form: ``dirs`` refined on ``segments`` (the planes and
+    lengths of :func:`segment_planes`)."""
+    return canonical_vps(refine_frame(*segments, dirs)).astype(np.float32)
+
+
+def refine_vps(rgb: np.ndarray, K: np.ndarray, dirs: np.ndarray, width: int = DEFAULT_WIDTH) -> np.ndarray:
     """Vanishing directions (3, 3) float32 of one frame, the head's ``dirs`` refined on the frame's line segments
     (intrinsics ``K`` of ``rgb``'s resolution); canonical form."""
-    planes, lengths = segment_planes(rgb, K, width)
-    return canonical_vps(refine_frame(planes, lengths, dirs)).astype(np.float32)
+    return refined_vps(segment_planes(rgb, K, width), dirs)

@@ -250,6 +250,8 @@ def test_params_file_declares_every_parameter_with_a_valid_value():
     assert params.problem("overlay_max_depth", 5) is not None  # nor an int a double
     with pytest.raises(ValueError, match="parameter 'input_size'"):
         params.validate({"input_size": [48, 0]})
+    assert params.problem("vp_lines_width", 0) is None and params.problem("vp_lines_width", 16) is None
+    assert "must be 0 (off) or in [16, 1280]" in params.problem("vp_lines_width", 8)  # LSD needs a real image
 
 
 BAD_INPUTS = """

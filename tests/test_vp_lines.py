@@ -97,3 +97,5 @@ def test_the_engine_refines_served_directions_given_intrinsics(export):
     assert angles(refined, head).max() > 0.1  # the segments moved it
     with pytest.raises(ValueError, match="focal"):
         lines.infer(frame.rgb, np.diag([0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"vp_lines_width must be 0 \(off\) or in \[16, 1280\]"):
+        EngineConfig(vp_lines_width=8)

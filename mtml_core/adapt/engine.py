@@ -35,11 +35,10 @@ from mtml_core.backends import Backend, load_backend
 from mtml_core.backends.manifest import MODEL_DIR
 from mtml_core.checkpoint import load_config
 from mtml_core.config import DENSE_TASKS
-from mtml_core.data.geometry import canonical_vps
 from mtml_core.losses import task_loss
 from mtml_core.model import MultiTaskModel
 from mtml_core.uncertainty import MultiplierDistribution, keep_for, support_distribution
-from mtml_core.vp_lines import check_intrinsics, refine_frame, segment_planes
+from mtml_core.vp_lines import DEFAULT_WIDTH, MAX_WIDTH, MIN_WIDTH, refined_vps, segment_planes
 
 log = logging.getLogger(__name__)
 DEFAULT_LR = 0.1  # MetaConfig's default inner_lr
@@ -88,7 +87,12 @@ class EngineConfig:
     depth_scale: bool = True
     max_depth_scale: float = DEFAULT_MAX_SCALE
     normals_from: str = "pseudo"
-    vp_lines_width: int = 320
+    vp_lines_width: int = DEFAULT_WIDTH
+
+    def __post_init__(self) -> None:
+        w = self.vp_lines_width
+        if not (w == 0 or MIN_WIDTH <= w <= MAX_WIDTH):
+            raise ValueError(f"vp_lines_width must be 0 (off) or in [{MIN_WIDTH}, {MAX_WIDTH}], got {w}")
 
     def rate(self, task: str, trained: Mapping[str, Any] | None = None) -> float:
         """Inner-loop rate of ``task`` (``trained``: the checkpoint's meta section, used when ``lr`` is None)."""
@@ -179,13 +183,12 @@ class AdaptationEngine:
         width = self.config.vp_lines_width
         lines = None
         if K is not None and width > 0 and "vp" in self.tasks:
-            K = check_intrinsics(K)
             lines = [self._lines.submit(segment_planes, im, K, width) for im in np.asarray(rgb)]
         out = self.backend.predict(x, state.multipliers, state.heads)
         preds = [self._prediction(out, i, state) for i in range(len(x))]
         if lines is not None:
-            preds = [dataclasses.replace(p, vp_dirs=canonical_vps(refine_frame(*f.result(), p.vp_dirs))
-                                         .astype(np.float32)) for p, f in zip(preds, lines, strict=True)]
+            preds = [dataclasses.replace(p, vp_dirs=refined_vps(f.result(), p.vp_dirs))
+                     for p, f in zip(preds, lines, strict=True)]
         return preds
 
     def _prediction(self, out: dict[str, np.ndarray], i: int, state: ServingState) -> Prediction:

@@ -12,6 +12,11 @@ draws from the test palettes, see mtml_core/data/sampler.py), 5-shot, N episodes
   median depth, per-pixel mean of the support normals, the upright forward-looking camera for VP; for the scene
   class, chance for place types and nearest class mean on raw pixels for novel categories.
 
+VP at camera resolution (what the node publishes from a 480×640 camera): frames rendered at 480×640, the model
+input area-resized from them, the head's directions refined on the camera frame's line segments
+(mtml_core/vp_lines.py, at the node's default width); beside the head alone, the upright camera, and the upright
+camera refined on the same segments (the lines without the head).
+
 Also in-domain: new environments drawn from the training distribution (frames never trained on). Scene class:
 place type named before any adaptation (new styles, known place types), and 5-way 5-shot novel categories
 (the test categories family/neon, family/sandstone; new rows imprinted from the support, then head steps).
@@ -46,10 +51,13 @@ from mtml_core.checkpoint import load_checkpoint  # noqa: E402
 from mtml_core.data.categories import categories  # noqa: E402
 from mtml_core.data.sampler import sample_spec  # noqa: E402
 from mtml_core.data.spec import EnvSpec, builtin_envs, category_spec  # noqa: E402
+from mtml_core.data.synth import render_frame  # noqa: E402
 from mtml_core.data.world import PLACE_TYPES, WorldEpisodes  # noqa: E402
 from mtml_core.evaluation import mean_ci  # noqa: E402
 from mtml_core.metrics import depth_metrics, normals_metrics, vp_metrics  # noqa: E402
 from mtml_core.model import MultiTaskModel  # noqa: E402
+from mtml_core.preprocess import to_tensor  # noqa: E402
+from mtml_core.vp_lines import DEFAULT_WIDTH, refined_vps, segment_planes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "mtml_core" / "assets" / "default"
@@ -57,6 +65,8 @@ RESULTS = ROOT / "bench" / "results"
 PANELS = ROOT / "docs" / "quality"
 DOMAIN = ("depth", "normals", "vp")
 UPRIGHT = torch.tensor([[0.0, -1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+CAMERA_HW = (480, 640)
+VP_CAMERA_KEYS = ("angle_mean", "angle_median", "within_2deg_pct")
 IN_DOMAIN_SEED = 10 ** 8  # far beyond any seed a training run draws
 HEADLINE = {"depth": ("abs_rel", "delta_1.25_pct", "rmse"), "normals": ("angle_mean", "angle_median"),
             "vp": ("angle_mean", "angle_median")}
@@ -147,6 +157,38 @@ def domain_eval(models: dict[str, MultiTaskModel], rates: dict[str, float], step
             out[task] = {name: {key: summary(v) for key, v in vals.items() if key in HEADLINE[task] or key == "mse"}
                          for name, vals in rows.items()}
             out[task]["paired: prior+head loss minus AM loss"] = summary(paired[task])
+    return out
+
+
+def vp_camera_eval(model: MultiTaskModel, rate: float, steps: int, envs: list[EnvSpec], k: int, q: int,
+                   size: tuple[int, int], mean: tuple, std: tuple, width: int = DEFAULT_WIDTH) -> dict:
+    """VP from camera-resolution frames as the node publishes it: head (served and adapted) with and without the
+    line-segment refinement, the upright camera, and the upright camera refined on the same segments."""
+    per: dict[str, dict[str, list[float]]] = {}
+    seconds = []
+    for e, spec in enumerate(envs):
+        seeds = np.random.default_rng([0x7B, e]).choice(1 << 30, k + q, replace=False)
+        frames = [render_frame(spec, int(s), CAMERA_HW) for s in seeds]
+        x = to_tensor(np.stack([f.rgb for f in frames]), size, mean, std)
+        y = torch.from_numpy(np.stack([f.vp_dirs for f in frames]))
+        qy = y[k:]
+        t0 = time.perf_counter()
+        segments = [segment_planes(f.rgb, f.K, width) for f in frames[k:]]
+        seconds.append((time.perf_counter() - t0) / q)
+        heads = {"served": served(model, "vp", x[k:]).detach(),
+                 "adapted (AM)": adapted(model, "vp", x[:k], y[:k], x[k:], steps, rate, True).detach(),
+                 "upright forward camera": UPRIGHT.expand(q, -1, -1)}
+        preds = {}
+        for name, head in heads.items():
+            preds[name] = head
+            preds[f"{name} + lines"] = torch.from_numpy(np.stack([refined_vps(seg, d) for seg, d in
+                                                                  zip(segments, head.numpy(), strict=True)]))
+        for name, pred in preds.items():
+            for key, value in vp_metrics(pred, qy).items():
+                per.setdefault(name, {}).setdefault(key, []).append(value)
+    out = {name: {key: summary(v) for key, v in vals.items() if key in VP_CAMERA_KEYS}
+           for name, vals in per.items()}
+    out["line segments, ms per frame"] = summary([1e3 * s for s in seconds])
     return out
 
 
@@ -258,6 +300,15 @@ def markdown(report: dict) -> str:
                 else:
                     lines.append(f"| {name} | " + " | ".join(_cell(vals[k]) for k in keys) + " |")
             lines.append("")
+    if "vp_camera" in report:
+        cam = report["vp_camera"]
+        lines += [f"**Held-out test environments, VP from {cam['hw'][0]}×{cam['hw'][1]} camera frames** "
+                  f"({report['episodes']} episodes × 5 query frames; lines at {cam['lines_width']} px wide, "
+                  f"{_cell(cam['line segments, ms per frame'])} ms per frame)", "",
+                  "| | " + " | ".join(VP_CAMERA_KEYS) + " |", "|---" * (len(VP_CAMERA_KEYS) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(_cell(vals[k]) for k in VP_CAMERA_KEYS) + " |"
+                  for name, vals in cam.items() if isinstance(vals, dict) and "angle_mean" in vals]
+        lines.append("")
     for title, rows in report.get("class", {}).items():
         lines += [f"**Scene class: {title}**", "", "| | accuracy % |", "|---|---|"]
         lines += [f"| {k} | {_cell(v) if isinstance(v, dict) else f'{v:.3g}'} |" for k, v in rows.items()]
@@ -303,6 +354,9 @@ def main() -> None:
               "max_depth_m": max_depth, "machine": platform.processor() or platform.machine()}
     report["held_out"] = domain_eval(models, rates, steps, test_envs(args.split, args.episodes), 5, 5, *common,
                                      max_depth, panels=args.split == "test")
+    if "vp" in cfg.tasks:
+        report["vp_camera"] = {"hw": list(CAMERA_HW), "lines_width": DEFAULT_WIDTH, **vp_camera_eval(
+            model, rates["vp"], steps, test_envs(args.split, args.episodes), 5, 5, *common)}
     in_domain = [sample_spec(IN_DOMAIN_SEED + i, "train") for i in range(max(10, args.episodes // 3))]
     report["in_domain"] = domain_eval({"shipped": model}, rates, steps, in_domain, 5, 5, *common, max_depth,
                                       panels=False)
@@ -319,6 +373,10 @@ def main() -> None:
                 cells = "  ".join(f"{k} {v['mean']:.4g}±{v['ci95'] or 0:.2g}" for k, v in
                                   (vals.items() if "mean" not in vals else [("diff", vals)]))
                 print(f"{scope:9s} {task:8s} {name:38s} {cells}")
+    for name, vals in report.get("vp_camera", {}).items():
+        if isinstance(vals, dict) and "angle_mean" in vals:
+            print(f"vp_camera {name:38s} " + "  ".join(f"{k} {vals[k]['mean']:.4g}±{vals[k]['ci95'] or 0:.2g}"
+                                                       for k in VP_CAMERA_KEYS))
     if "class" in report:
         print(json.dumps(report["class"], indent=1))
     print(f"wrote {out} in {report['seconds']} s")

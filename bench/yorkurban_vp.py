@@ -7,9 +7,12 @@ York Urban labels only the vertical vanishing direction (its zenith / horizon li
 vertical-only labels to an :class:`mtml_core.adapt.AdaptationEngine` (the node's engine, ONNX Runtime backend),
 adapts the ``vp`` task only, and measures the vertical direction's angular error (sign-free, degrees) on every
 other image -- served model before adapting, after, and the trivial baselines on the same images: an upright
-camera (vertical = the camera's image-up axis, (0, -1, 0)) and the mean vertical of the support labels. Writes
+camera (vertical = the camera's image-up axis, (0, -1, 0)) and the mean vertical of the support labels. Each
+prediction is measured twice: the VP head alone, and refined on the image's line segments as the node publishes it
+when it knows the camera's intrinsics (``engine.infer_batch(rgb, K)``, :mod:`mtml_core.vp_lines`); the upright
+camera too (the lines without the head). Writes
 bench/results/yorkurban_vp.json and yorkurban_vp.png (a few evaluated images with the horizon line that each
-vertical implies: label green, before red, after yellow).
+vertical implies: label green, before red, after with the line refinement yellow).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ RESULTS = ROOT / "bench" / "results"
 ENV = "yorkurban"
 TARGET_MEDIAN_DEG = 3.0
 UPRIGHT = np.array([0.0, -1.0, 0.0])
+UPRIGHT_FRAME = np.array([UPRIGHT, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
 
 
 def vertical_errors(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -65,7 +69,8 @@ def export_dir(model: Path, work: Path) -> Path:
 
 def horizon_picture(rgbs: list[np.ndarray], K: np.ndarray, verticals: list[dict[str, np.ndarray]],
                     path: Path) -> None:
-    """Images with the horizon line of each vertical (l = K^-T v): label green, before red, after yellow."""
+    """Images with the horizon line of each vertical (l = K^-T v): label green, before red, after (with the line
+    refinement) yellow."""
     import cv2
 
     colours = {"label": (0, 255, 0), "before": (255, 0, 0), "after": (255, 255, 0)}
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Adapt on the support images, measure on the others; returns the JSON summary."""
     from mtml_core.adapt import AdaptationEngine, EngineConfig
     from mtml_core.data.loaders.yorkurban import yorkurban_frames
+    from mtml_core.vp_lines import refine_vps
 
     frames = yorkurban_frames(args.data)
     labelled = [i for i in range(len(frames)) if frames[i].vp_dirs is not None]
@@ -105,25 +111,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert np.isnan(fr.vp_dirs[1:]).all()  # the horizontals are unknown: the label is the vertical alone
         engine.add_frame(ENV, fr.rgb, vp_dirs=fr.vp_dirs)
     rgbs = [frames[i].rgb for i in evaluation]
+    Ks = [frames[i].K for i in evaluation]
     truth = np.stack([frames[i].vp_dirs[0] for i in evaluation]).astype(np.float64)
 
-    def verticals() -> np.ndarray:
-        out = []
-        for k in range(0, len(rgbs), 16):
-            out += [p.vp_dirs[0] for p in engine.infer_batch(np.stack(rgbs[k:k + 16]))]
-        return np.stack(out).astype(np.float64)
+    def verticals(lines: bool) -> np.ndarray:
+        return np.stack([engine.infer(rgb, K if lines else None).vp_dirs[0] for rgb, K in zip(rgbs, Ks)])
 
-    before = verticals()
+    before, before_lines = verticals(False), verticals(True)
     t0 = time.perf_counter()
     result = engine.adapt(ENV, args.steps, tasks=["vp"])
     adapt_s = time.perf_counter() - t0
-    after = verticals()
+    after, after_lines = verticals(False), verticals(True)
+    upright_lines = np.stack([refine_vps(rgb, K, UPRIGHT_FRAME)[0] for rgb, K in zip(rgbs, Ks)])
     sup_mean = np.mean([frames[i].vp_dirs[0] for i in support], axis=0)
-    errs = {"before": vertical_errors(before, truth), "after": vertical_errors(after, truth),
+    errs = {"before": vertical_errors(before, truth), "before + lines": vertical_errors(before_lines, truth),
+            "after": vertical_errors(after, truth), "after + lines": vertical_errors(after_lines, truth),
             "baseline_upright_camera": vertical_errors(np.repeat(UPRIGHT[None], len(truth), 0), truth),
+            "baseline_upright_camera + lines": vertical_errors(upright_lines, truth),
             "baseline_support_mean_vertical": vertical_errors(np.repeat(sup_mean[None], len(truth), 0), truth)}
     res = {k: summary(v) for k, v in errs.items()}
     best = min(m["median_deg"] for k, m in res.items() if k.startswith("baseline"))
+    served = "after + lines"  # what the node publishes after adapting, given camera_info
     out: dict[str, Any] = {
         "what": "York Urban vertical vanishing direction: adapt the vp task on a few images with the vertical alone "
                 "(horizontals unlabelled, NaN rows), measure the vertical's angular error on every other image",
@@ -133,8 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "adapt": {"accepted": bool(result.accepted), "reason": result.reason, "seconds": adapt_s,
                   "tasks": {t: vars(s) for t, s in result.tasks.items()}, "skipped": dict(result.skipped)},
         "metrics": res, "target": {"after_median_deg": TARGET_MEDIAN_DEG},
-        "target_met": res["after"]["median_deg"] <= TARGET_MEDIAN_DEG,
-        "after_vs_best_baseline_median": res["after"]["median_deg"] / best,
+        "published": served, "target_met": res[served]["median_deg"] <= TARGET_MEDIAN_DEG,
+        "published_vs_best_baseline_median": res[served]["median_deg"] / best,
     }
     if args.out:
         out_dir = Path(args.out)
@@ -142,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_json_atomic(out_dir / "yorkurban_vp.json", out)
         show = [0, len(evaluation) // 3, 2 * len(evaluation) // 3, len(evaluation) - 1]
         horizon_picture([rgbs[j] for j in show], frames[evaluation[0]].K,
-                        [{"label": truth[j], "before": before[j], "after": after[j]} for j in show],
+                        [{"label": truth[j], "before": before[j], "after": after_lines[j]} for j in show],
                         out_dir / "yorkurban_vp.png")
     return out
 
@@ -167,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:<40}{m['median_deg']:>8.2f}{m['mean_deg']:>8.2f}{m['within_3deg_pct']:>9.1f}")
     a = out["adapt"]
     print(f"adapt: {'accepted' if a['accepted'] else 'REJECTED'} in {a['seconds']:.2f} s {a['reason']}; target "
-          f"median <= {TARGET_MEDIAN_DEG} deg: {'met' if out['target_met'] else 'MISSED'}")
+          f"median <= {TARGET_MEDIAN_DEG} deg ({out['published']}): {'met' if out['target_met'] else 'MISSED'}")
     return 0
 
 

@@ -138,7 +138,8 @@ def run_node(args: argparse.Namespace, work: Path, support: list[int], evaluatio
                   "perception.yaml"), "-p", f"model:={model_path(args.model)}",
                   "-p", f"export_cache_dir:={work / 'exports'}", "-p", f"profile_dir:={work / 'profiles'}",
                   "-p", f"shots:={len(support)}", "-p", "collect_rate:=0.0", "-p", "use_vp_label:=false",
-                  "-p", "label_sync_tolerance:=0.001", "-r", f"image:={TOPICS['image']}",
+                  "-p", "label_sync_tolerance:=0.001", "-p", f"depth_optimizer:={args.depth_optimizer}",
+                  "-r", f"image:={TOPICS['image']}",
                   "-r", f"depth_label:={TOPICS['depth']}", "-r", f"camera_info:={TOPICS['info']}"],
                  env, work / "perception_node.log")
     client = subprocess.Popen([py, str(Path(__file__).resolve()), "--client", "--work", str(work),
@@ -166,7 +167,8 @@ def run_in_process(args: argparse.Namespace, work: Path, support: list[int], eva
 
     path = model_path(args.model)
     export = path if (path / "manifest.json").is_file() else export_run(path, work / "export")
-    engine = AdaptationEngine.from_export(export, "onnxruntime", config=EngineConfig(steps=args.steps))
+    config = EngineConfig(steps=args.steps, depth_optimizer=args.depth_optimizer)
+    engine = AdaptationEngine.from_export(export, "onnxruntime", config=config)
     seq = RGBDSequence(args.data)
     for i in support:
         fr = seq.frame(i)
@@ -455,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--support-rate", type=float, default=0.5, help="support replay rate, frames/s (slow: the "
                         "node must match every support frame with its labels)")
     parser.add_argument("--steps", type=int, default=10, help="inner steps (--in-process; the node: its params)")
+    parser.add_argument("--depth-optimizer", choices=("sgd", "adam"), default="adam",
+                        help="the depth head's inner loop (node parameter depth_optimizer)")
     parser.add_argument("--in-process", action="store_true", help="AdaptationEngine in this process, no ROS")
     parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the process id)")
     parser.add_argument("--timeout", type=float, default=2400.0, help="seconds before the ROS client gives up")
@@ -491,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": list(out["before_depth"].shape[1:3]),
         "normals_ground_truth": "PSEUDO ground truth: mtml_core.data.pseudo_normals from the Kinect depth and K "
                                 "(windowed plane fits), not measured",
+        "depth_optimizer": args.depth_optimizer, "steps": args.steps if args.in_process else "node inner_steps",
         "adapt": info["adapt"], "answered": info.get("answered"),
         "node_diagnostics_after_collect": info.get("node_diagnostics_after_collect"), "metrics": res,
         "targets": TARGETS,

@@ -17,6 +17,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 import mtml_core
 from mtml_core import vp_lines
+from mtml_core.inner_loop import OPTIMIZERS
 
 DEFAULT_MODEL = Path(mtml_core.__file__).resolve().parent / "assets" / "default"  # `model: ""`
 
@@ -115,6 +116,9 @@ PARAMS: tuple[Param, ...] = (
           bounds=(0.0, 1000.0)),
     Param("inner_steps", 10, "inner-loop steps of an adaptation when the request says 0 (a request may ask for "
           "up to 1000, mtml_core.adapt.engine.MAX_STEPS)", bounds=(1, 1000)),
+    Param("depth_optimizer", "sgd", "the depth head's inner loop: 'sgd' (the paper's, at the meta-learnt rate) or "
+          "'adam' (mtml_core.adapt.engine.ADAM_LR; real cameras, see docs/results.md 'Real data')",
+          _one_of(OPTIMIZERS)),
     Param("adapt_timeout", 120.0, "seconds an adaptation may take; past it it stops between inner steps, the old "
           "state keeps serving and the adapt request is answered with the reason", bounds=(0.1, 86400.0)),
     Param("adapt_threads", 1, "torch threads per adapting task (inference keeps the rest of the CPU)",

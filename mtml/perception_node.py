@@ -91,7 +91,8 @@ def build_engine(p: dict[str, Any], log: Any) -> AdaptationEngine:
             opts["cache_dir"] = os.path.expanduser(p["tensorrt.cache_dir"])
     config = EngineConfig(steps=p["inner_steps"], buffer_size=1000, switch_confidence=p["recognize_threshold"],
                           adapt_threads=p["adapt_threads"], adapt_workers=p["adapt_workers"],
-                          adapt_timeout=p["adapt_timeout"], vp_lines_width=p["vp_lines_width"])
+                          adapt_timeout=p["adapt_timeout"], vp_lines_width=p["vp_lines_width"],
+                          depth_optimizer=p["depth_optimizer"])
     model = Path(os.path.expanduser(p["model"])) if p["model"] else params.DEFAULT_MODEL
     try:
         export = resolve_export(model, Path(os.path.expanduser(p["export_cache_dir"])), log.info)
@@ -247,6 +248,8 @@ class PerceptionNode(Node):
                 self.engine.config.steps = prm.value
             elif prm.name == "adapt_timeout":
                 self.engine.config.adapt_timeout = prm.value
+            elif prm.name == "depth_optimizer":  # read by the next adaptation
+                self.engine.config.depth_optimizer = prm.value
             elif prm.name == "warn_period":
                 self.throttle.period = prm.value
             elif prm.name == "diagnostics_period":

@@ -41,7 +41,8 @@ class TaskAdaptation:
 
 def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: torch.Tensor, steps: int, lr: float,
                features_fn: FeaturesFn | None = None, use_attention: bool = True,
-               stop: Callable[[], bool] | None = None, closed_form: ClosedForm | None = None) -> TaskAdaptation:
+               stop: Callable[[], bool] | None = None, closed_form: ClosedForm | None = None,
+               optimizer: str = "sgd") -> TaskAdaptation:
     """Adapt ``task`` to a support set (images (S,3,H,W) normalised, labels per the task's convention).
 
     ``features_fn(images, multiplier)`` returns the backbone's per-block features; default: the model's own
@@ -49,7 +50,7 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
     (:func:`mtml_core.inner_loop.adapt_head_best`; ``stop()`` True ends it early). Without attention the multiplier
     is the model's prior. ``closed_form(head, params, x, labels)``, if given, corrects the head before the inner loop
     (so its steps start from e.g. the right depth scale) and once more after it; ``support_loss_before`` stays the
-    loss of the meta-learnt head.
+    loss of the meta-learnt head. ``optimizer``: the inner loop's, "sgd" (the paper's) or "adam".
     Everything returned is detached (ready to be swapped into a serving model).
     """
     check_labels(task, labels, model.cfg.n_way)
@@ -72,7 +73,7 @@ def adapt_task(model: MultiTaskModel, task: str, images: torch.Tensor, labels: t
             initial = float(head_loss(head, theta, x, labels, task))
         theta = closed_form(head, theta, x, labels)
     with torch.enable_grad():
-        adapted, before, after = adapt_head_best(head, theta, x, labels, task, steps, lr, stop)
+        adapted, before, after = adapt_head_best(head, theta, x, labels, task, steps, lr, stop, optimizer)
     if closed_form is not None:
         adapted = closed_form(head, adapted, x, labels)
         with torch.no_grad():

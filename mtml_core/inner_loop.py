@@ -17,6 +17,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 from mtml_core.losses import task_loss
 
 Params = dict[str, torch.Tensor]
+OPTIMIZERS = ("sgd", "adam")  # test-time inner loop (adapt_head_best)
 
 
 def head_params(head: nn.Module) -> Params:
@@ -53,13 +54,22 @@ def adapt_head(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
 
 
 def adapt_head_best(head: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, task: str, steps: int,
-                    lr: float, stop: Callable[[], bool] | None = None) -> tuple[Params, float, float]:
+                    lr: float, stop: Callable[[], bool] | None = None, optimizer: str = "sgd"
+                    ) -> tuple[Params, float, float]:
     """Test-time variant of :func:`adapt_head` (first order): of the ``steps + 1`` iterates, the one with the lowest
     support loss, with (loss before, that loss). A rate too large for some environment then costs nothing: the
     support loss never ends higher than it started. ``stop()`` is asked before every step; True ends the loop
-    early (the best iterate so far is returned; the caller knows why it stopped)."""
+    early (the best iterate so far is returned; the caller knows why it stopped). ``optimizer``: "sgd" (Eq. 2, the
+    meta-learnt rate) or "adam" (``torch.optim.Adam`` at rate ``lr``: per-parameter step sizes, for support sets far
+    from the meta-training distribution, e.g. real frames, where a few SGD steps barely move the head)."""
     _check(task, steps, lr, x.shape[0])
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"inner loop: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     grad_value = grad_and_value(lambda p: head_loss(head, p, x, y, task))
+    adam = None
+    if optimizer == "adam":
+        params = {k: p.detach().clone() for k, p in params.items()}
+        adam = torch.optim.Adam(list(params.values()), lr=lr)
     best, best_loss, first = params, float("inf"), None
     for i in range(steps + 1):
         last = i == steps or (stop is not None and stop())
@@ -71,10 +81,15 @@ def adapt_head_best(head: nn.Module, params: Params, x: torch.Tensor, y: torch.T
         value = float(loss)
         first = value if first is None else first
         if value < best_loss:
-            best, best_loss = params, value
+            best, best_loss = (params if adam is None else {k: p.clone() for k, p in params.items()}), value
         if last:
             break
-        params = {k: (p - lr * grads[k]).detach() for k, p in params.items()}
+        if adam is None:
+            params = {k: (p - lr * grads[k]).detach() for k, p in params.items()}
+        else:  # in place: the iterate kept as best above is a copy
+            for k, p in params.items():
+                p.grad = grads[k].detach()
+            adam.step()
     return best, first, best_loss
 
 

@@ -13,7 +13,7 @@ from runtime_helpers import SIZE, env_frames, export_small
 from mtml_core import preprocess
 from mtml_core.adapt import AdaptationEngine, EngineConfig, check_name, normals_from_depth
 from mtml_core.adapt.buffer import SupportBuffer
-from mtml_core.adapt.engine import MAX_STEPS
+from mtml_core.adapt.engine import ADAM_LR, MAX_STEPS
 from mtml_core.adapt.labels import check_depth
 from mtml_core.data.geometry import intrinsics
 from mtml_core.losses import task_loss
@@ -178,6 +178,27 @@ def test_adaptation_lowers_query_error_of_an_unseen_environment(engine):
     assert sum(after.values()) < sum(before.values())
     pred = engine.infer(query[0].rgb)
     assert pred.env == "neon" and pred.class_names == ("corridor_neon",) and pred.class_confidence == 1.0
+
+
+def test_adam_depth_optimizer_adapts_depth_with_adam_and_the_rest_with_sgd(export):
+    config = EngineConfig(steps=10, depth_optimizer="adam")
+    assert config.rate("depth") == ADAM_LR and config.optimizer_of("normals") == "sgd"
+    assert config.rate("normals", {"task_inner_lr": {"normals": 0.02}}) == 0.02
+    with pytest.raises(ValueError, match="depth_optimizer must be one of"):
+        EngineConfig(depth_optimizer="lbfgs")
+    support = env_frames(UNSEEN, range(10))
+    engines = {opt: AdaptationEngine.from_export(export, "onnxruntime", config=EngineConfig(
+        steps=10, lr={"depth": 0.003, "normals": 0.1, "vp": 0.1, "class": 0.1}, depth_optimizer=opt))
+        for opt in ("sgd", "adam")}
+    losses = {}
+    for opt, eng in engines.items():
+        add(eng, "neon", support)
+        result = eng.adapt("neon")
+        assert result.accepted, result.reason
+        losses[opt] = {t: s.loss_after for t, s in result.tasks.items()}
+    # at the same small rate Adam's per-parameter steps move the depth head much further than SGD's
+    assert losses["adam"]["depth"] < losses["sgd"]["depth"], losses
+    assert losses["adam"]["normals"] == pytest.approx(losses["sgd"]["normals"], rel=1e-5), losses  # SGD for both
 
 
 def test_class_adaptation_separates_two_environments(engine):

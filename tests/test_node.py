@@ -252,6 +252,8 @@ def test_params_file_declares_every_parameter_with_a_valid_value():
         params.validate({"input_size": [48, 0]})
     assert params.problem("vp_lines_width", 0) is None and params.problem("vp_lines_width", 16) is None
     assert "must be 0 (off) or in [16, 1280]" in params.problem("vp_lines_width", 8)  # LSD needs a real image
+    assert params.problem("depth_optimizer", "adam") is None and "must be one of sgd, adam" in params.problem(
+        "depth_optimizer", "Adam")
 
 
 BAD_INPUTS = """

@@ -35,6 +35,7 @@ from mtml_core.backends import Backend, load_backend
 from mtml_core.backends.manifest import MODEL_DIR
 from mtml_core.checkpoint import load_config
 from mtml_core.config import DENSE_TASKS
+from mtml_core.inner_loop import OPTIMIZERS
 from mtml_core.losses import task_loss
 from mtml_core.model import MultiTaskModel
 from mtml_core.uncertainty import MultiplierDistribution, keep_for, support_distribution
@@ -42,6 +43,7 @@ from mtml_core.vp_lines import DEFAULT_WIDTH, MAX_WIDTH, MIN_WIDTH, refined_vps,
 
 log = logging.getLogger(__name__)
 DEFAULT_LR = 0.1  # MetaConfig's default inner_lr
+ADAM_LR = 3e-3  # depth head with depth_optimizer "adam" (chosen on 7-Scenes frames the real-data bench never scores)
 MAX_STEPS = 1000  # inner-loop steps one adaptation may ask for (adapt() refuses more)
 MAX_RECOGNIZE_FRAMES = 64  # frames one recognition may compare
 
@@ -68,6 +70,9 @@ class EngineConfig:
     (:func:`mtml_core.adapt.labels.make_support_frame`: "pseudo" plane fits for sensor depth, "difference" for
     exact depth). ``vp_lines_width``: refine the VP head's directions on the frame's line segments
     (:mod:`mtml_core.vp_lines`, the frame resized to this width; 0: off) when :meth:`infer` is given intrinsics.
+    ``depth_optimizer``: the depth head's inner loop, "sgd" (the paper's, at the meta-learnt rate) or "adam" (at
+    :data:`ADAM_LR` unless ``lr`` says otherwise: for real frames, far from the meta-training world, where a few
+    SGD steps barely move the head); the other heads always take SGD steps (Adam made real normals worse).
     """
 
     steps: int = 10
@@ -88,8 +93,11 @@ class EngineConfig:
     max_depth_scale: float = DEFAULT_MAX_SCALE
     normals_from: str = "pseudo"
     vp_lines_width: int = DEFAULT_WIDTH
+    depth_optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
+        if self.depth_optimizer not in OPTIMIZERS:
+            raise ValueError(f"depth_optimizer must be one of {OPTIMIZERS}, got {self.depth_optimizer!r}")
         w = self.vp_lines_width
         if not (w == 0 or MIN_WIDTH <= w <= MAX_WIDTH):
             raise ValueError(f"vp_lines_width must be 0 (off) or in [{MIN_WIDTH}, {MAX_WIDTH}], got {w}")
@@ -97,9 +105,15 @@ class EngineConfig:
     def rate(self, task: str, trained: Mapping[str, Any] | None = None) -> float:
         """Inner-loop rate of ``task`` (``trained``: the checkpoint's meta section, used when ``lr`` is None)."""
         if self.lr is None:
+            if self.optimizer_of(task) == "adam":
+                return ADAM_LR
             meta = trained or {}
             return float(dict(meta.get("task_inner_lr") or {}).get(task, meta.get("inner_lr", DEFAULT_LR)))
         return float(self.lr[task] if isinstance(self.lr, Mapping) else self.lr)
+
+    def optimizer_of(self, task: str) -> str:
+        """The inner loop's optimizer for ``task`` (``depth_optimizer`` for depth, SGD for the others)."""
+        return self.depth_optimizer if task == "depth" else "sgd"
 
 
 @dataclass(frozen=True)
@@ -355,7 +369,7 @@ class AdaptationEngine:
             closed_form = scale if task == "depth" and self.config.depth_scale else None
             result = adapt_task(self.model, task, x, labels, steps, self.config.rate(task, self._trained),
                                 features_fn=features_fn, use_attention=self.config.use_attention, stop=stop,
-                                closed_form=closed_form)
+                                closed_form=closed_form, optimizer=self.config.optimizer_of(task))
             log_scale = float(sum(scales))  # the depth head's total log-depth shift (0 when not applied)
             if self.config.use_attention:  # P-AM: keep the prior the multiplier is the mean of (plain feats cached)
                 dist = support_distribution(self.model, task, x, labels, features_fn)

@@ -44,6 +44,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.task import Future
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
 
 from mtml import messages, params, spin
 from mtml.collection import Collector, Needs
@@ -183,6 +184,7 @@ class PerceptionNode(Node):
         self.create_service(Recognize, "~/recognize", self._guard_service(self.on_recognize))
         # one adaptation at a time; its coroutine waits for the worker thread without holding up other callbacks
         self.create_service(Adapt, "~/adapt", self.on_adapt, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(Trigger, "~/cancel_adapt", self._guard_service(self.on_cancel_adapt))
         self.worker_done = self.create_guard_condition(lambda: None)  # wakes the executor when the worker is done
         self.collect_timer = self.create_timer(0.05, self._guard("collect", self.collect_step))
         self.collect_timer.cancel()
@@ -512,6 +514,17 @@ class PerceptionNode(Node):
             res.message = result.reason
         self.last_adapt = f"{env}: {'accepted' if result.accepted else 'rejected'} ({res.message})"
         self.get_logger().info(f"adapt {self.last_adapt}")
+        return res
+
+    def on_cancel_adapt(self, req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        """Stop the running adaptation at its next inner step: ~/adapt answers it rejected, the previous model keeps
+        serving, and load / collect / recognize are accepted again."""
+        if self.engine.cancel():
+            res.success, res.message = True, (f"cancelling the adaptation of {self.adapting}: it stops at its next "
+                                              "inner step; the previous model keeps serving")
+            self.get_logger().info(res.message)
+        else:
+            res.success, res.message = False, "no adaptation is running"
         return res
 
     def on_profiles(self, req: Profile.Request, res: Profile.Response) -> Profile.Response:

@@ -177,3 +177,47 @@ def test_ctrl_c_during_an_adaptation_cancels_it_and_exits_cleanly(export, tmp_pa
         assert code == 0 and time.monotonic() - t0 < 5, node.log()
     # the adaptation is cancelled (it stops at its next inner step), the worker joined: a clean exit
     assert "cancelled the running adaptation (discarded)" in node.log() and "Traceback" not in node.log()
+
+
+CANCEL = """
+from node_helpers import Client
+from mtml_interfaces.srv import Adapt
+c = Client()
+depth = c.record("/perception_node/depth", "sensor_msgs/msg/Image")
+c.record("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", reliable=True)
+c.spin_until(lambda: len(depth) >= 3, 30)
+out = {"collect": c.call("collect", environment="sand", start=True, class_label="x")}
+c.spin(2.0)
+trigger = dict(srv_type="std_srvs/srv/Trigger")
+out["idle"] = c.call("/perception_node/cancel_adapt", **trigger)
+cli = c.node.create_client(Adapt, "/perception_node/adapt")
+assert c.spin_until(cli.service_is_ready, 30)
+fut = cli.call_async(Adapt.Request(environment="sand", inner_steps=1000))
+assert c.spin_until(lambda: c.diagnostics().get("adaptation_state", "").startswith("adapting"), 60), c.diagnostics()
+out["refused_while_adapting"] = c.call("collect", environment="sand", start=True)
+out["cancel"] = c.call("/perception_node/cancel_adapt", **trigger)
+assert c.spin_until(fut.done, 60), "no adapt answer"
+r = fut.result()
+out["adapt"] = {"success": r.success, "message": r.message}
+n = len(depth)
+c.spin(1.0)
+out["frames_after"] = len(depth) - n
+out["collect_after"] = c.call("collect", environment="sand", start=True)
+c.close(out)
+"""
+
+
+def test_cancel_adapt_stops_a_long_adaptation_and_the_node_accepts_requests_again(export, tmp_path):
+    with RosSession(tmp_path, interfaces=True) as ros:
+        sim_camera(ros)
+        node = start_node(ros, export, tmp_path / "profiles", "shots:=2", "collect_rate:=0.0", remap=SIM_CAMERA_REMAP)
+        client = ros.python(child_code(CANCEL), "client")
+        assert client.wait(150) == 0, client.log() + node.log()
+        got = last_json(client.log())
+        assert node.stop() == 0, node.log()
+    assert not got["idle"]["success"] and got["idle"]["message"] == "no adaptation is running", got["idle"]
+    assert not got["refused_while_adapting"]["success"] and "right now" in got["refused_while_adapting"]["message"]
+    assert got["cancel"]["success"] and "cancelling the adaptation of sand" in got["cancel"]["message"], got
+    assert not got["adapt"]["success"] and "cancelled" in got["adapt"]["message"], got["adapt"]
+    assert got["frames_after"] > 0 and got["collect_after"]["success"], got  # serving, and accepting again
+    assert "Traceback" not in node.log()

@@ -39,6 +39,7 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
 }
 COLOR_ENCODINGS = ("rgb8", "bgr8", "mono8")
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
+MAX_ROW_PADDING = 1024  # bytes a row may carry beyond its pixels (alignment); more is refused, so data stays bounded
 
 
 def check_size(h: int, w: int, max_pixels: int | None) -> None:
@@ -62,12 +63,21 @@ def _check(msg: Image, allowed: tuple[str, ...], max_pixels: int | None = None) 
     row = w * ch * dtype.itemsize
     if step < row:
         raise ValueError(f"wrong step {step}: a {enc} row of width {w} needs at least {row} bytes")
+    if step > row + MAX_ROW_PADDING:
+        raise ValueError(f"wrong step {step}: a {enc} row of width {w} takes {row} bytes (padding beyond "
+                         f"{MAX_ROW_PADDING} refused)")
     if step % dtype.itemsize:
         raise ValueError(f"wrong step {step}: not a multiple of the {enc} element size {dtype.itemsize}")
     if len(msg.data) != step * h:
         raise ValueError(f"image data has {len(msg.data)} bytes, expected step*height = {step}*{h} = {step * h}"
                          + (" (truncated)" if len(msg.data) < step * h else ""))
     return dtype, ch
+
+
+def check_depth_msg(msg: Image, max_pixels: int | None = None) -> None:
+    """ValueError unless ``msg`` is a well-formed depth image (encoding, size, step, data length) of at most
+    ``max_pixels`` pixels: a cheap check (nothing decoded) before a label is kept for time matching."""
+    _check(msg, DEPTH_ENCODINGS, max_pixels)
 
 
 def _raw(msg: Image, allowed: tuple[str, ...], max_pixels: int | None = None) -> np.ndarray:

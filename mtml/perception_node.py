@@ -48,7 +48,7 @@ from std_srvs.srv import Trigger
 
 from mtml import messages, params, spin
 from mtml.collection import Collector, Needs
-from mtml.image_conv import array_to_msg, check_size, depth_from_msg, rgb_from_compressed, rgb_from_msg
+from mtml.image_conv import array_to_msg, check_depth_msg, depth_from_msg, rgb_from_compressed, rgb_from_msg
 from mtml.throttle import KINDS, Throttle, safe
 from mtml_core.adapt import AdaptationEngine, EngineConfig, check_name
 from mtml_core.adapt.engine import MAX_STEPS
@@ -333,8 +333,8 @@ class PerceptionNode(Node):
         """Keep depth labels while collecting, for time matching (decoded in the worker when a frame is collected)."""
         if self.collector.current is None:
             return
-        try:
-            check_size(int(msg.height), int(msg.width), self.p["max_image_pixels"])
+        try:  # the whole layout: a label kept for matching holds at most max_image_pixels of depth
+            check_depth_msg(msg, self.p["max_image_pixels"])
         except ValueError as exc:
             self.warn("depth_label", f"depth label rejected: {exc}")
             return

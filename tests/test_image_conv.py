@@ -96,6 +96,8 @@ def _good(encoding="rgb8"):
         (lambda m: setattr(m, "encoding", "32FC1"), ic.rgb_from_msg, "unsupported image encoding '32FC1'"),
         (lambda m: None, ic.depth_from_msg, "unsupported image encoding 'rgb8'"),
         (lambda m: setattr(m, "step", 17), ic.rgb_from_msg, "wrong step 17"),
+        (lambda m: (setattr(m, "step", 18 + 1025), setattr(m, "data", bytes(4 * 1043))), ic.rgb_from_msg,
+         "padding beyond 1024 refused"),
         (lambda m: setattr(m, "data", bytes(m.data[:-3])), ic.rgb_from_msg, "truncated"),
         (lambda m: setattr(m, "data", bytes(m.data) + b"\0"), ic.rgb_from_msg, "expected step\\*height"),
         (lambda m: setattr(m, "height", 0), ic.rgb_from_msg, "zero-size"),
@@ -107,6 +109,19 @@ def test_bad_color_messages_raise(mutate, decode, match):
     mutate(msg)
     with pytest.raises(ValueError, match=match):
         decode(msg)
+
+
+def test_depth_labels_are_checked_whole_without_decoding():
+    ic.check_depth_msg(_good("32FC1"), 24)
+    ic.check_depth_msg(_good("16UC1"))
+    bad = _good("32FC1")
+    bad.data = bytes(bad.data) + bytes(4096)  # a label whose data is larger than its size says
+    with pytest.raises(ValueError, match="expected step\\*height"):
+        ic.check_depth_msg(bad)
+    with pytest.raises(ValueError, match="more than max_image_pixels = 23"):
+        ic.check_depth_msg(_good("32FC1"), 23)
+    with pytest.raises(ValueError, match="unsupported image encoding 'rgb8'"):
+        ic.check_depth_msg(_good("rgb8"))
 
 
 def test_bad_depth_messages_raise():

@@ -21,10 +21,11 @@ Also in-domain: new environments drawn from the training distribution (frames ne
 place type named before any adaptation (new styles, known place types), and 5-way 5-shot novel categories
 (the test categories family/neon, family/sandstone; new rows imprinted from the support, then head steps).
 
-    python bench/quality.py [--model DIR] [--anil RUN] [--episodes 60] [--split test|val]
+    python bench/quality.py [--model DIR] [--anil RUN] [--episodes 60] [--split test|val] [--depth-optimizer adam]
     python bench/quality.py --tune [--episodes 12]   # test-time rates per task on VALIDATION environments
 
-Writes bench/results/quality.json (quality_val.json for --split val) and PNG panels in docs/quality/ (per task:
+Writes bench/results/quality.json (quality_val.json for --split val; _adam before .json with --depth-optimizer
+adam) and PNG panels in docs/quality/ (per task:
 RGB | ground truth | served | adapted).
 """
 
@@ -46,6 +47,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from mtml_core.adapt.engine import ADAM_LR, EngineConfig  # noqa: E402
 from mtml_core.adaptation import adapt_task  # noqa: E402
 from mtml_core.checkpoint import load_checkpoint  # noqa: E402
 from mtml_core.data.categories import categories  # noqa: E402
@@ -54,6 +56,7 @@ from mtml_core.data.spec import EnvSpec, builtin_envs, category_spec  # noqa: E4
 from mtml_core.data.synth import render_frame  # noqa: E402
 from mtml_core.data.world import PLACE_TYPES, WorldEpisodes  # noqa: E402
 from mtml_core.evaluation import mean_ci  # noqa: E402
+from mtml_core.inner_loop import OPTIMIZERS  # noqa: E402
 from mtml_core.metrics import depth_metrics, normals_metrics, vp_metrics  # noqa: E402
 from mtml_core.model import MultiTaskModel  # noqa: E402
 from mtml_core.preprocess import to_tensor  # noqa: E402
@@ -85,9 +88,9 @@ def served(model: MultiTaskModel, task: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def adapted(model: MultiTaskModel, task: str, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor, steps: int,
-            lr: float, attention: bool) -> torch.Tensor:
+            lr: float, attention: bool, optimizer: str = "sgd") -> torch.Tensor:
     """Query predictions after test-time adaptation (AM with attention, or the prior + head steps)."""
-    result = adapt_task(model, task, sx, sy, steps, lr, use_attention=attention)
+    result = adapt_task(model, task, sx, sy, steps, lr, use_attention=attention, optimizer=optimizer)
     feats = model.features(qx, result.multiplier)
     return torch.func.functional_call(model.heads[task], result.params, (model.head_input(task, feats),))
 
@@ -124,8 +127,9 @@ def paired_loss(task: str, pred: torch.Tensor, y: torch.Tensor) -> float:
 
 def domain_eval(models: dict[str, MultiTaskModel], rates: dict[str, float], steps: int, envs: list[EnvSpec],
                 k: int, q: int, size: tuple[int, int], mean: tuple, std: tuple, max_depth: float,
-                panels: bool) -> dict:
-    """Depth, normals and VP over one environment episode per spec: every model variant and baseline."""
+                panels: bool, optimizers: dict[str, str]) -> dict:
+    """Depth, normals and VP over one environment episode per spec: every model variant and baseline
+    (``optimizers``: each task's test-time inner loop, as ``EngineConfig.optimizer_of``)."""
     data = WorldEpisodes("test", k, q, size, mean, std, seed=77, specs=envs, length=len(envs), max_depth=max_depth)
     per: dict[str, dict[str, dict[str, list[float]]]] = {t: {} for t in DOMAIN}
     paired: dict[str, list[float]] = {t: [] for t in DOMAIN}
@@ -138,10 +142,11 @@ def domain_eval(models: dict[str, MultiTaskModel], rates: dict[str, float], step
                 continue
             sy, qy = ep[task][:k], ep[task][k:]
             preds = {"served": served(main, task, qx),
-                     "adapted (AM)": adapted(main, task, sx, sy, qx, steps, rates[task], True),
-                     "prior + head": adapted(main, task, sx, sy, qx, steps, rates[task], False)}
+                     "adapted (AM)": adapted(main, task, sx, sy, qx, steps, rates[task], True, optimizers[task]),
+                     "prior + head": adapted(main, task, sx, sy, qx, steps, rates[task], False, optimizers[task])}
             if "anil" in models:
-                preds["ANIL adapted"] = adapted(models["anil"], task, sx, sy, qx, steps, rates[task], False)
+                preds["ANIL adapted"] = adapted(models["anil"], task, sx, sy, qx, steps, rates[task], False,
+                                                optimizers[task])
             preds.update(baselines(task, sy, q))
             for name, pred in preds.items():
                 for key, value in METRICS[task](pred.detach(), qy).items():
@@ -325,6 +330,8 @@ def main() -> None:
     ap.add_argument("--split", choices=("test", "val"), default="test", help="val: for tuning (rates, steps)")
     ap.add_argument("--steps", type=int, help="test-time head steps (default: the model's meta.inner_steps)")
     ap.add_argument("--rate", action="append", default=[], metavar="TASK=LR", help="override a test-time rate")
+    ap.add_argument("--depth-optimizer", choices=OPTIMIZERS, default="sgd",
+                    help="the depth head's test-time inner loop (node parameter depth_optimizer; adam: ADAM_LR)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tune", action="store_true", help="choose test-time rates on validation environments")
     ap.add_argument("--grid", default="0.001,0.003,0.01,0.03,0.1", help="--tune: comma-separated rates")
@@ -340,6 +347,9 @@ def main() -> None:
     meta = doc.get("meta", {})
     steps = args.steps if args.steps is not None else int(meta.get("inner_steps", 5))
     rates = {t: float(meta.get("task_inner_lr", {}).get(t, meta.get("inner_lr", 0.01))) for t in model.cfg.tasks}
+    optimizers = {t: EngineConfig(depth_optimizer=args.depth_optimizer).optimizer_of(t) for t in model.cfg.tasks}
+    if args.depth_optimizer == "adam":
+        rates["depth"] = ADAM_LR
     rates.update({k: float(v) for k, v in (r.split("=") for r in args.rate)})
     max_depth = float(doc.get("data", {}).get("max_depth", 80.0))
     cfg = model.cfg
@@ -351,20 +361,22 @@ def main() -> None:
         return
     report = {"model": str(args.model), "anil": str(args.anil) if args.anil else None, "split": args.split,
               "episodes": args.episodes, "shots": 5, "query_frames": 5, "steps": steps, "rates": rates,
+              "optimizers": optimizers,
               "max_depth_m": max_depth, "machine": platform.processor() or platform.machine()}
     report["held_out"] = domain_eval(models, rates, steps, test_envs(args.split, args.episodes), 5, 5, *common,
-                                     max_depth, panels=args.split == "test")
+                                     max_depth, panels=args.split == "test", optimizers=optimizers)
     if "vp" in cfg.tasks:
         report["vp_camera"] = {"hw": list(CAMERA_HW), "lines_width": DEFAULT_WIDTH, **vp_camera_eval(
             model, rates["vp"], steps, test_envs(args.split, args.episodes), 5, 5, *common)}
     in_domain = [sample_spec(IN_DOMAIN_SEED + i, "train") for i in range(max(10, args.episodes // 3))]
     report["in_domain"] = domain_eval({"shipped": model}, rates, steps, in_domain, 5, 5, *common, max_depth,
-                                      panels=False)
+                                      panels=False, optimizers=optimizers)
     if "class" in cfg.tasks and cfg.arch == "unet":
         report["class"] = class_eval(model, steps, rates["class"], args.episodes, args.split, *common)
     report["seconds"] = round(time.monotonic() - start, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("quality.json" if args.split == "test" else "quality_val.json")
+    name = "quality" + ("" if args.split == "test" else "_val") + ("" if args.depth_optimizer == "sgd" else "_adam")
+    out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(markdown(report))
     for scope in ("held_out", "in_domain"):

@@ -169,6 +169,8 @@ class PerceptionNode(Node):
         self.pub_info = self.create_publisher(CameraInfo, "~/depth/camera_info", out,
                                               qos_overriding_options=overridable)
         self.pub_normals = self.create_publisher(Image, "~/normals", out, qos_overriding_options=overridable)
+        self.pub_normals_info = self.create_publisher(CameraInfo, "~/normals/camera_info", out,
+                                                      qos_overriding_options=overridable)
         self.pub_vp = self.create_publisher(VanishingPoints, "~/vanishing_points", out,
                                             qos_overriding_options=overridable)
         self.pub_scene = self.create_publisher(SceneClass, "~/scene", out, qos_overriding_options=overridable)
@@ -302,6 +304,7 @@ class PerceptionNode(Node):
         info = messages.output_camera_info(K_out, hw, out_hw, header)
         self.pub_info.publish(info)
         self.pub_depth.publish(depth)
+        self.pub_normals_info.publish(info)  # REP 118 pairs an image with <image>/camera_info by name
         self.pub_normals.publish(messages.normals_msg(pred.normals, header, size))
         self.pub_vp.publish(messages.vp_msg(pred.vp_dirs, header, K))
         self.pub_scene.publish(messages.scene_msg(pred.class_scores, pred.class_names, header))

@@ -376,6 +376,7 @@ NS = "/robot1/perception_node"
 c = Client()
 depth = c.record(NS + "/depth", "sensor_msgs/msg/Image")
 infos = c.record(NS + "/depth/camera_info", "sensor_msgs/msg/CameraInfo")
+ninfos = c.record(NS + "/normals/camera_info", "sensor_msgs/msg/CameraInfo")
 diag = c.record("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", reliable=True)
 image, info = c.publisher("/robot1/image"), c.publisher("/robot1/camera_info", "sensor_msgs/msg/CameraInfo")
 frame = render_frame(get_env("corridor_office"), 0, (60, 80))
@@ -406,6 +407,8 @@ for sec in (100, 200):  # before any camera_info (the fallback), then with the c
     out[str(sec)] = None if m is None else {"hw": [m.height, m.width], "depth_hw": [d.height, d.width],
                                            "k": list(m.k), "p": list(m.p), "frame_id": m.header.frame_id}
 out["K"] = K.tolist()
+c.spin_until(lambda: any(m.header.stamp.sec == 200 for _, m in ninfos), 5)
+out["normals_k"] = next((list(m.k) for _, m in ninfos if m.header.stamp.sec == 200), None)
 srv = "rcl_interfaces/srv/DescribeParameters"
 out["describe"] = c.call(NS + "/describe_parameters", srv_type=srv, names=["shots", "overlay_max_depth", "backend"])
 pubs = c.node.get_publishers_info_by_topic(NS + "/depth")
@@ -447,6 +450,7 @@ def test_ros_conventions_camera_info_namespaces_qos_overrides_ranges_and_small_s
         want = scale_intrinsics(k_camera, SIZE, model_hw)
         np.testing.assert_allclose(np.reshape(info["k"], (3, 3)), want, rtol=1e-5)
         np.testing.assert_allclose(np.reshape(info["p"], (3, 4))[:, :3], want, rtol=1e-5)
+    assert got["normals_k"] == got["200"]["k"]  # ~/normals/camera_info: the same CameraInfo for the normals image
     ranges = {d["name"]: d for d in got["describe"]["descriptors"]}
     assert [(r["from_value"], r["to_value"]) for r in ranges["shots"]["integer_range"]] == [(1, 1000)]
     assert ranges["overlay_max_depth"]["floating_point_range"][0]["to_value"] == 1e4

@@ -141,6 +141,8 @@ class PerceptionNode(Node):
         self.counts = {"received": 0, "published": 0, "rejected": 0}
         self.last_processed = 0.0
         self.closing = False
+        if self.p["auto_recognize"] or self.engine.list_profiles():  # the first recognize must not stall frames
+            self.worker.submit(self._guard("recognize", self.engine.recognition_calibration))
         self.done_lock = threading.Lock()  # worker results vs. time-outs vs. shutdown
 
         overridable = _qos_overridable()

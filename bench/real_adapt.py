@@ -1,6 +1,7 @@
 """A robot adapting to a real room: 7-Scenes Kinect frames -> rosbag2 -> bag_camera -> perception_node.
 
-    .venv/bin/python bench/real_adapt.py [--shots 10] [--model DIR] [--in-process]
+    .venv/bin/python bench/real_adapt.py [--shots 10] [--steps 30] [--depth-optimizer adam|sgd] [--model DIR]
+                                         [--in-process]
 
 Writes the sequence's frames into rosbag2 (MCAP) files: rgb8 images, 16UC1 depth in millimetres (REP 118: 0 =
 no measurement; 7-Scenes' 65535 becomes 0) and camera_info, one header per frame. Starts perception_node (the
@@ -139,6 +140,7 @@ def run_node(args: argparse.Namespace, work: Path, support: list[int], evaluatio
                   "-p", f"export_cache_dir:={work / 'exports'}", "-p", f"profile_dir:={work / 'profiles'}",
                   "-p", f"shots:={len(support)}", "-p", "collect_rate:=0.0", "-p", "use_vp_label:=false",
                   "-p", "label_sync_tolerance:=0.001", "-p", f"depth_optimizer:={args.depth_optimizer}",
+                  "-p", f"inner_steps:={args.steps}",
                   "-r", f"image:={TOPICS['image']}",
                   "-r", f"depth_label:={TOPICS['depth']}", "-r", f"camera_info:={TOPICS['info']}"],
                  env, work / "perception_node.log")
@@ -456,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5.0, help="evaluation replay rate, frames/s")
     parser.add_argument("--support-rate", type=float, default=0.5, help="support replay rate, frames/s (slow: the "
                         "node must match every support frame with its labels)")
-    parser.add_argument("--steps", type=int, default=10, help="inner steps (--in-process; the node: its params)")
+    parser.add_argument("--steps", type=int, default=30, help="inner steps (the node: its inner_steps parameter)")
     parser.add_argument("--depth-optimizer", choices=("sgd", "adam"), default="adam",
                         help="the depth head's inner loop (node parameter depth_optimizer)")
     parser.add_argument("--in-process", action="store_true", help="AdaptationEngine in this process, no ROS")
@@ -495,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": list(out["before_depth"].shape[1:3]),
         "normals_ground_truth": "PSEUDO ground truth: mtml_core.data.pseudo_normals from the Kinect depth and K "
                                 "(windowed plane fits), not measured",
-        "depth_optimizer": args.depth_optimizer, "steps": args.steps if args.in_process else "node inner_steps",
+        "depth_optimizer": args.depth_optimizer, "steps": args.steps,
         "adapt": info["adapt"], "answered": info.get("answered"),
         "node_diagnostics_after_collect": info.get("node_diagnostics_after_collect"), "metrics": res,
         "targets": TARGETS,

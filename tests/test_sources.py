@@ -6,20 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from rgbd_helpers import write_sequence
 
 from mtml_core.data.sources import LOADERS, SpecError, category_name, load_sources, task_domains
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-K = np.array([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]])
-
-
-def _sequence(root: Path, n: int) -> None:
-    root.mkdir(parents=True)
-    np.savetxt(root / "camera-intrinsics.txt", K)
-    for i in range(n):
-        assert cv2.imwrite(str(root / f"frame-{i:06d}.color.png"), np.full((24, 32, 3), i, np.uint8))
-        assert cv2.imwrite(str(root / f"frame-{i:06d}.depth.png"), np.full((24, 32), 1000 + i, np.uint16))
 
 
 def _places(root: Path) -> None:
@@ -35,9 +27,9 @@ def _places(root: Path) -> None:
 
 @pytest.fixture
 def data(tmp_path):
-    _sequence(tmp_path / "data" / "rooms" / "seq-01", 20)
-    _sequence(tmp_path / "data" / "rooms" / "seq-02", 6)
-    _sequence(tmp_path / "data" / "rooms" / "seq-03", 6)
+    write_sequence(tmp_path / "data" / "rooms" / "seq-01", 20)
+    write_sequence(tmp_path / "data" / "rooms" / "seq-02", 6)
+    write_sequence(tmp_path / "data" / "rooms" / "seq-03", 6)
     _places(tmp_path / "data" / "places")
     return tmp_path
 

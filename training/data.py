@@ -10,7 +10,10 @@ Data spec (``spec``, class task only): the categories of ``data.spec``'s class s
 (``split: {by: category, ...}``: train / val / test categories disjoint, e.g. MiniPlaces for Table 2).
 With ``data.spec`` (a data spec, :mod:`mtml_core.data.sources`), a world run's class task also names the real
 categories of the spec's class sources (e.g. MiniPlaces): every step adds ``data.class_images`` of their training
-images to the class query, labelled after the place types (:func:`named_classes`).
+images to the class query, labelled after the place types (:func:`named_classes`); and every task the spec's other
+sources label (depth, normals, vp: RGB-D sequences, NYU / DIODE / KITTI, York Urban) gets ``data.real_episodes``
+episodes of their training domains per step beside the sampled environments' (:func:`real_episodes`;
+:mod:`mtml_core.data.real_episodes`).
 A meta-batch of step s holds the global episodes ``s * meta_batch + j``; rank r of a world of size W takes the
 episodes j ≡ r (mod W), so the union over ranks is the single-process meta-batch.
 """
@@ -32,6 +35,7 @@ from mtml_core.data.episodes import (
 )
 from mtml_core.data.loaders.omniglot import omniglot_union_splits
 from mtml_core.data.named_images import NamedImages, category_names
+from mtml_core.data.real_episodes import RealEpisodes
 from mtml_core.data.sources import SpecClasses, load_sources
 from mtml_core.data.world import PLACE_TYPES, WorldEpisodes, collate_envs, world_batch, world_loader
 from mtml_core.meta import Batch
@@ -99,14 +103,48 @@ def step_seeds(seed: int, step: int, meta_batch: int, rank: int = 0, world: int 
 
 
 def spec_sources(cfg: Mapping[str, Any]) -> list:
-    """The opened sources of ``data.spec``; only class sources are read by training (other kinds: a clear error)."""
+    """The opened sources of ``data.spec``. A ``data.source=spec`` run (class episodes only) refuses sources that
+    label no class by name; a world run reads them through :func:`real_episodes`."""
     sources = load_sources(cfg["data"]["spec"])
     other = [s.name for s in sources if s.loader != "synth" and "class" not in s.tasks]
-    if other:
-        raise ValueError(f"data.spec {cfg['data']['spec']}: mtml-train reads the class sources of a spec (named "
-                         f"real categories); sources {other} label depth / normals / vp only, which training does "
-                         f"not read yet: remove them (bench/real_adapt.py and the loaders evaluate them)")
+    if other and cfg["data"]["source"] != "world":
+        raise ValueError(f"data.spec {cfg['data']['spec']}: a data.source=spec run reads the class sources of a "
+                         f"spec; sources {other} label depth / normals / vp only: remove them, or train them beside "
+                         f"the world (data.source=world)")
     return sources
+
+
+def class_sources(cfg: Mapping[str, Any]) -> list:
+    """The spec's real class sources (named categories), none without a spec."""
+    if not cfg["data"]["spec"]:
+        return []
+    return [s for s in spec_sources(cfg) if "class" in s.tasks and s.loader != "synth"]
+
+
+def real_episodes(cfg: Mapping[str, Any], split: str) -> dict[str, RealEpisodes]:
+    """Per domain task of the model, the real episodes of the spec's sources that label it in ``split`` (world
+    runs with a spec; empty without one or with ``data.real_episodes`` 0)."""
+    data, model = cfg["data"], cfg["model"]
+    if data["source"] != "world" or not data["spec"] or data["real_episodes"] < 1:
+        return {}
+    sources = [s for s in spec_sources(cfg) if s.loader != "synth" and "class" not in s.tasks]
+    out = {}
+    for task in model["tasks"]:
+        if task != "class" and any(task in s.tasks and s.domains(split) for s in sources):
+            out[task] = RealEpisodes(sources, split, task, data["k_shot"], data["domain_query"], model["input_hw"],
+                                     model["mean"], model["std"], data["max_depth"])
+    return out
+
+
+def with_real_episodes(batch: Batch, real: Mapping[str, RealEpisodes], rng: np.random.Generator, n: int,
+                       device: torch.device | str = "cpu") -> Batch:
+    """``batch`` with ``n`` real episodes appended to each task that ``real`` has (on the episode dimension)."""
+    out = dict(batch)
+    for task, episodes in real.items():
+        if task in out and n > 0:
+            extra = episodes.batch(rng, n)
+            out[task] = tuple(torch.cat([a, b.to(device)]) for a, b in zip(out[task], extra, strict=True))
+    return out
 
 
 def named_classes(cfg: Mapping[str, Any]) -> list[str]:
@@ -114,18 +152,18 @@ def named_classes(cfg: Mapping[str, Any]) -> list[str]:
     sharing a place type's name, such as MiniPlaces' "corridor", trains that row)."""
     if cfg["data"]["source"] != "world":
         raise ValueError("named classes belong to data.source=world runs")
-    if not cfg["data"]["spec"]:
-        return list(PLACE_TYPES)
-    return category_names(spec_sources(cfg), "train", PLACE_TYPES)
+    sources = class_sources(cfg)
+    return category_names(sources, "train", PLACE_TYPES) if sources else list(PLACE_TYPES)
 
 
 def named_images(cfg: Mapping[str, Any], split: str) -> NamedImages | None:
     """The spec's real named-category images of ``split`` labelled by the model's class rows, or None without a
     spec."""
-    if not cfg["data"]["spec"] or "class" not in cfg["model"]["tasks"]:
+    sources = class_sources(cfg) if "class" in cfg["model"]["tasks"] else []
+    if not sources:
         return None
-    return NamedImages.from_sources(spec_sources(cfg), split, cfg["model"]["input_hw"],
-                                    cfg["model"]["class_names"] or PLACE_TYPES)
+    return NamedImages.from_sources(sources, split, cfg["model"]["input_hw"], cfg["model"]["class_names"]
+                                    or PLACE_TYPES)
 
 
 def with_named_images(batch: Batch, images: NamedImages | None, rng: np.random.Generator | None, n: int,
@@ -162,12 +200,14 @@ def train_batches(cfg: Mapping[str, Any], tasks: Sequence[str], start_step: int,
     data, seed = cfg["data"], int(cfg["train"]["seed"])
     if data["source"] == "world":
         images = named_images(cfg, "train")
+        real = real_episodes(cfg, "train")
         dataset = world_episodes(cfg, "train", seed * 7919 + rank, augment=data["augment"])
         for step, envs in enumerate(world_loader(dataset, data["envs_per_step"], start_step, data["workers"]),
                                     start_step):
             rng = np.random.default_rng([seed, rank, step])
-            yield with_named_images(world_batch(envs, tasks, data["k_shot"], device), images, rng,
-                                    data["class_images"], cfg, device)
+            batch = with_named_images(world_batch(envs, tasks, data["k_shot"], device), images, rng,
+                                      data["class_images"], cfg, device)
+            yield with_real_episodes(batch, real, rng, data["real_episodes"], device)
         return
     train_samplers = {t: s for t, s in samplers(cfg, "train").items() if t in tasks}
     step = start_step
@@ -183,6 +223,9 @@ def fixed_batch(cfg: Mapping[str, Any], split: str, seed: int, n: int, tasks: Se
         dataset = world_episodes(cfg, split, seed)
         batch = world_batch(collate_envs([dataset[j] for j in range(max(n, 2))]), tasks, cfg["data"]["k_shot"],
                             device)
-        return with_named_images(batch, named_images(cfg, split), None, cfg["data"]["class_images"], cfg, device)
+        batch = with_named_images(batch, named_images(cfg, split), None, cfg["data"]["class_images"], cfg, device)
+        real = {t: r for t, r in real_episodes(cfg, split).items() if t in tasks}
+        return with_real_episodes(batch, real, np.random.default_rng([seed, 0x4EA1]), cfg["data"]["real_episodes"],
+                                  device)
     chosen = {t: s for t, s in samplers(cfg, split).items() if t in tasks}
     return make_batch(chosen, [episode_seed(seed, j) for j in range(n)], device)

@@ -38,6 +38,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "spec": None,  # a data spec (mtml_core.data.sources): world: its class sources add named real categories;
         # spec: its class sources are the episodes' categories (train / val / test by the spec's split)
         "class_images": 32,  # world + spec: real named-category images added to the class query every step
+        "real_episodes": 1,  # world + spec: episodes per step of each task from the spec's real depth / normals / vp
+        # domains (an RGB-D sequence or room = one domain), beside the sampled environments' ones
     },
     "train": {
         "steps": 1000,
@@ -161,8 +163,9 @@ def check(cfg: Mapping[str, Any]) -> None:
             if not isinstance(data[key], int) or data[key] < (2 if key == "envs_per_step" else 0):
                 raise ValueError(f"data.{key}: must be an integer >= {2 if key == 'envs_per_step' else 0}, "
                                  f"got {data[key]!r}")
-        if not isinstance(data["class_images"], int) or data["class_images"] < 0:
-            raise ValueError(f"data.class_images: must be an integer >= 0, got {data['class_images']!r}")
+        for key in ("class_images", "real_episodes"):
+            if not isinstance(data[key], int) or data[key] < 0:
+                raise ValueError(f"data.{key}: must be an integer >= 0, got {data[key]!r}")
         if not isinstance(data["augment"], bool):
             raise ValueError(f"data.augment: must be true or false, got {data['augment']!r}")
     if data["spec"] is not None and (data["source"] not in ("world", "spec") or not isinstance(data["spec"], str)):

@@ -13,7 +13,7 @@ import torch
 
 from mtml_core import preprocess
 from mtml_core.data.geometry import backproject, canonical_vps
-from mtml_core.data.pseudo_normals import pseudo_normals
+from mtml_core.data.pseudo_normals import pseudo_normals, pseudo_windows
 from mtml_core.data.sample import Frame
 
 UNIT_TOLERANCE = 1e-2  # |‖n‖ - 1| allowed for given unit vectors (normals, VP directions)
@@ -21,20 +21,6 @@ MAX_CLASS_NAME = 64
 MIN_DEPTH = 0.01  # metres: a depth pixel nearer than this is invalid (no sensor measures it; 1e-42 is garbage)
 ORTHO_TOLERANCE_DEG = 10.0  # VP directions: each pair within this many degrees of perpendicular
 NORMALS_METHODS = ("pseudo", "difference")  # how normals are derived from a depth label (make_support_frame)
-PSEUDO_WINDOWS_VGA = (7, 15, 31)  # pseudo_normals' plane-fit windows at 640 px wide; scaled to the label's width
-
-
-def pseudo_windows(width: int) -> tuple[int, ...]:
-    """:data:`PSEUDO_WINDOWS_VGA` scaled from 640 px to ``width``: odd sizes >= 3, at least three of them."""
-    r = width / 640.0
-    ws = {max(3, int(round(w * r)) | 1) for w in PSEUDO_WINDOWS_VGA}
-    odd = 3
-    while len(ws) < 3:
-        ws.add(odd)
-        odd += 2
-    return tuple(sorted(ws))
-
-
 def label_normals(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Pseudo ground-truth normals (H, W, 3) of a sensor depth label (H, W) at its own resolution, K for that
     resolution: :func:`mtml_core.data.pseudo_normals.pseudo_normals` (windowed plane fits, robust to sensor noise

@@ -21,6 +21,8 @@ import numpy as np
 
 from mtml_core.data.geometry import backproject
 
+PSEUDO_WINDOWS_VGA = (7, 15, 31)  # the plane-fit windows at 640 px wide; scaled to a label's width
+
 
 def pseudo_normals(depth: np.ndarray, K: np.ndarray, windows: tuple[int, ...] = (7, 15, 31), min_valid: float = 0.5,
                    max_curvature: float = 0.05, max_jump: float = 0.05) -> np.ndarray:
@@ -66,3 +68,14 @@ def pseudo_normals(depth: np.ndarray, K: np.ndarray, windows: tuple[int, ...] = 
         out.reshape(-1, 3)[idx] = normal[ok]
         todo.reshape(-1)[idx] = False
     return out.astype(np.float32)
+
+
+def pseudo_windows(width: int) -> tuple[int, ...]:
+    """:data:`PSEUDO_WINDOWS_VGA` scaled from 640 px to ``width``: odd sizes >= 3, at least three of them."""
+    r = width / 640.0
+    ws = {max(3, int(round(w * r)) | 1) for w in PSEUDO_WINDOWS_VGA}
+    odd = 3
+    while len(ws) < 3:
+        ws.add(odd)
+        odd += 2
+    return tuple(sorted(ws))

@@ -50,8 +50,9 @@ from mtml_core.data.loaders.nyu import nyu_labeled_mat, nyu_sync_frames
 from mtml_core.data.loaders.places import class_folders
 from mtml_core.data.loaders.rgbd_sequence import rgbd_sequences
 from mtml_core.data.loaders.yorkurban import yorkurban_frames
-from mtml_core.data.pseudo_normals import pseudo_normals
+from mtml_core.data.pseudo_normals import PSEUDO_WINDOWS_VGA, pseudo_normals, pseudo_windows
 from mtml_core.data.sample import Frame
+from mtml_core.preprocess import resize_frame
 
 SPLITS = ("train", "val", "test")
 SPLIT_KINDS = ("domain", "frame", "category", "item")
@@ -177,15 +178,21 @@ class Domain:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def frame(self, i: int) -> Frame:
-        """Frame i: rgb, K, pose and env always; labels only for this domain's tasks (pseudo normals derived)."""
+    def frame(self, i: int, size: Sequence[int] | None = None) -> Frame:
+        """Frame i: rgb, K, pose and env always; labels only for this domain's tasks (pseudo normals derived). With
+        ``size`` (H, W) the frame is resized first (rgb by area, depth by nearest neighbour, K scaled) and the
+        pseudo normals are fitted at that size (windows scaled to its width: cheap at a network's input size)."""
         fr = self.frames[i]
+        windows = PSEUDO_WINDOWS_VGA
+        if size is not None:
+            fr = resize_frame(fr, size)
+            windows = pseudo_windows(fr.size[1])
         tasks = self.tasks
         normals = fr.normals if "normals" in tasks else None
         if "normals" in tasks and normals is None:
             if fr.depth is None or fr.K is None:
                 raise ValueError(f"{self.source}/{self.name} frame {i}: no normals, and no depth + K to derive them")
-            normals = pseudo_normals(fr.depth, fr.K)
+            normals = pseudo_normals(fr.depth, fr.K, windows=windows)
         keep_vp = "vp" in tasks
         return fr.with_(depth=fr.depth if "depth" in tasks else None, normals=normals,
                         vp_dirs=fr.vp_dirs if keep_vp else None, vp_pixels=fr.vp_pixels if keep_vp else None,

@@ -2,7 +2,8 @@
 
 A domain is one RGB-D sequence, room or dataset split of a spec's source (:class:`mtml_core.data.sources.Domain`);
 an episode of task t draws a domain among those that label t (a task a source does not label is simply absent
-from its episodes), weighted by its source's ``weight``, then K + Q distinct frames of it. Frames are resized to the
+from its episodes), weighted as :func:`mtml_core.data.sources.task_domains` says (a source's ``weight`` shared
+among its domains), then K + Q distinct frames of it. Frames are resized to the
 network's input first (rgb by area, depth by nearest neighbour, K scaled) and real normals are pseudo ground truth
 fitted at that size (:mod:`mtml_core.data.pseudo_normals`); depth beyond ``max_depth`` is invalid, as in the
 built-in world. Domains with fewer than K + Q frames cannot make an episode and are left out (named in the error
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from mtml_core import preprocess
-from mtml_core.data.sources import Domain, Source
+from mtml_core.data.sources import Domain, Source, task_domains
 
 Episode = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -31,8 +32,7 @@ class RealEpisodes:
             raise ValueError(f"real episodes need k_shot >= 1 and n_query >= 1, got {k_shot}, {n_query}")
         self.task, self.k, self.q, self.size = task, int(k_shot), int(n_query), tuple(size)
         self.mean, self.std, self.max_depth = mean, std, float(max_depth)
-        labelled = [(d, s.weight) for s in sources if s.loader != "synth" and task in s.tasks
-                    for d in s.domains(split)]
+        labelled = task_domains([s for s in sources if s.loader != "synth"], task, split)
         self.domains: list[Domain] = [d for d, _ in labelled if len(d) >= self.k + self.q]
         if not self.domains:
             names = [f"{d.source}/{d.name} ({len(d)} frames)" for d, _ in labelled] or ["none"]

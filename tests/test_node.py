@@ -342,7 +342,8 @@ def test_bad_inputs_are_answered_or_logged_with_a_reason_and_the_node_keeps_serv
                    "image rejected: image data has 14393 bytes, expected step*height = 240*60 = 14400 (truncated)",
                    "image rejected: zero-size image (0x0)",
                    "frame rejected: depth: expected shape (60, 80) (matching the image), got (30, 40)",
-                   "frame rejected: unsupported image encoding 'rgb8' here (expected one of 32FC1, 16UC1)"):
+                   # a depth label is checked whole when it arrives, before it is kept for matching
+                   "depth label rejected: unsupported image encoding 'rgb8' here (expected one of 32FC1, 16UC1)"):
         assert reason in log, reason + "\n" + log
     assert got["collect"]["success"] and got["collect_stop"]["frames"] == 0
     assert not got["adapt_empty"]["success"]

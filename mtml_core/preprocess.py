@@ -89,6 +89,11 @@ def depth_to_tensor(depth: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(depth[:, None])
 
 
+def depth_within(depth: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """A depth label tensor with every pixel beyond ``max_depth`` metres made invalid (NaN): the training range."""
+    return torch.where(depth > max_depth, torch.full_like(depth, float("nan")), depth)
+
+
 def normals_to_tensor(normals: np.ndarray) -> torch.Tensor:
     """Normals (H, W, 3) or (N, H, W, 3) -> (N, 3, H, W) float32 (NaN kept as the invalid mark)."""
     normals = np.asarray(normals, np.float32)

@@ -49,7 +49,7 @@ class RealEpisodes:
         x = preprocess.frames_to_tensor(frames, None, self.mean, self.std)
         y = preprocess.frame_labels(self.task, frames)
         if self.task == "depth":
-            y = torch.where(y > self.max_depth, torch.full_like(y, float("nan")), y)
+            y = preprocess.depth_within(y, self.max_depth)
         return x[:self.k], y[:self.k], x[self.k:], y[self.k:]
 
     def batch(self, rng: np.random.Generator, n: int) -> Episode:

@@ -47,8 +47,7 @@ def photometric(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def episode_tensors(frames: Sequence[Frame], mean: Sequence[float], std: Sequence[float],
                     max_depth: float) -> dict[str, torch.Tensor]:
     """Images and every label of some frames: x, depth (beyond ``max_depth`` NaN), normals, vp, class."""
-    depth = preprocess.frame_labels("depth", frames)
-    depth = torch.where(depth > max_depth, torch.full_like(depth, float("nan")), depth)
+    depth = preprocess.depth_within(preprocess.frame_labels("depth", frames), max_depth)
     return {"x": preprocess.frames_to_tensor(frames, None, mean, std), "depth": depth,
             "normals": preprocess.frame_labels("normals", frames), "vp": preprocess.frame_labels("vp", frames),
             "class": torch.tensor([place_type(f) for f in frames], dtype=torch.int64)}

@@ -37,12 +37,6 @@ def _non_empty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
-def _lines_width(v: int) -> str | None:
-    if v == 0 or vp_lines.MIN_WIDTH <= v <= vp_lines.MAX_WIDTH:
-        return None
-    return f"must be 0 (off) or in [{vp_lines.MIN_WIDTH}, {vp_lines.MAX_WIDTH}], got {v}"
-
-
 def _input_size(v: Sequence[int]) -> str | None:
     v = list(v)
     if len(v) != 2 or any(x < 0 for x in v) or (0 in v and v != [0, 0]):
@@ -99,7 +93,7 @@ PARAMS: tuple[Param, ...] = (
           "valid camera_info has arrived (principal point at the centre)", bounds=(1.0, 179.0)),
     Param("vp_lines_width", vp_lines.DEFAULT_WIDTH, "refine the published vanishing directions on the frame's line "
           f"segments, found in the frame resized to this width ({vp_lines.MIN_WIDTH}-{vp_lines.MAX_WIDTH}; "
-          "mtml_core.vp_lines; 0 = off: the VP head alone)", _lines_width, read_only=True,
+          "mtml_core.vp_lines; 0 = off: the VP head alone)", vp_lines.width_problem, read_only=True,
           bounds=(0, vp_lines.MAX_WIDTH)),
     Param("publish_overlay", False, "publish ~/overlay (rgb8 picture of the four outputs) while subscribed"),
     Param("overlay_max_depth", 10.0, "depth (m) at the far end of the overlay's colour map", bounds=(0.01, 1e4)),

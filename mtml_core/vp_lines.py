@@ -33,6 +33,13 @@ MIN_WIDTH, MAX_WIDTH = 16, 1280
 DEFAULT_WIDTH = 320  # the frame is resized to this width for LSD (~15 ms per frame here; 640: ~60 ms)
 
 
+def width_problem(width: int) -> str | None:
+    """Why ``width`` is not a setting of the refinement (0 = off, else LSD's resize width), or None."""
+    if width == 0 or MIN_WIDTH <= width <= MAX_WIDTH:
+        return None
+    return f"must be 0 (off) or in [{MIN_WIDTH}, {MAX_WIDTH}], got {width}"
+
+
 def check_intrinsics(K: np.ndarray) -> np.ndarray:
     """K as float64 (3, 3); ValueError unless finite with positive focal lengths."""
     K = np.asarray(K, dtype=np.float64)

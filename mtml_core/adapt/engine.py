@@ -39,7 +39,7 @@ from mtml_core.inner_loop import OPTIMIZERS
 from mtml_core.losses import task_loss
 from mtml_core.model import MultiTaskModel
 from mtml_core.uncertainty import MultiplierDistribution, keep_for, support_distribution
-from mtml_core.vp_lines import DEFAULT_WIDTH, MAX_WIDTH, MIN_WIDTH, refined_vps, segment_planes
+from mtml_core.vp_lines import DEFAULT_WIDTH, refined_vps, segment_planes, width_problem
 
 log = logging.getLogger(__name__)
 DEFAULT_LR = 0.1  # MetaConfig's default inner_lr
@@ -98,9 +98,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.depth_optimizer not in OPTIMIZERS:
             raise ValueError(f"depth_optimizer must be one of {OPTIMIZERS}, got {self.depth_optimizer!r}")
-        w = self.vp_lines_width
-        if not (w == 0 or MIN_WIDTH <= w <= MAX_WIDTH):
-            raise ValueError(f"vp_lines_width must be 0 (off) or in [{MIN_WIDTH}, {MAX_WIDTH}], got {w}")
+        why = width_problem(self.vp_lines_width)
+        if why is not None:
+            raise ValueError(f"vp_lines_width {why}")
 
     def rate(self, task: str, trained: Mapping[str, Any] | None = None) -> float:
         """Inner-loop rate of ``task`` (``trained``: the checkpoint's meta section, used when ``lr`` is None)."""

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 from mtml.demo import start, stop  # noqa: E402  (the demo's process-group start / Ctrl-C stop)
 from mtml_core.backends.manifest import write_json_atomic  # noqa: E402
 from mtml_core.data.loaders.rgbd_sequence import RGBDSequence  # noqa: E402
+from mtml_core.inner_loop import OPTIMIZERS  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "rgbd" / "7scenes_redkitchen"
 RESULTS = ROOT / "bench" / "results"
@@ -459,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--support-rate", type=float, default=0.5, help="support replay rate, frames/s (slow: the "
                         "node must match every support frame with its labels)")
     parser.add_argument("--steps", type=int, default=30, help="inner steps (the node: its inner_steps parameter)")
-    parser.add_argument("--depth-optimizer", choices=("sgd", "adam"), default="adam",
+    parser.add_argument("--depth-optimizer", choices=OPTIMIZERS, default="adam",
                         help="the depth head's inner loop (node parameter depth_optimizer)")
     parser.add_argument("--in-process", action="store_true", help="AdaptationEngine in this process, no ROS")
     parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the process id)")

@@ -142,8 +142,7 @@ class PerceptionNode(AdaptationServices, Node):
         self.counts = {"received": 0, "published": 0, "rejected": 0}
         self.last_processed = 0.0
         self.closing = False
-        if self.p["auto_recognize"] or self.engine.list_profiles():  # the first recognize must not stall frames
-            self.worker.submit(self._guard("recognize", self.engine.recognition_calibration))
+        self.worker.submit(self._guard("recognize", self._prepare_recognition))
         self.done_lock = threading.Lock()  # worker results vs. time-outs vs. shutdown
 
         overridable = _qos_overridable()
@@ -205,6 +204,12 @@ class PerceptionNode(AdaptationServices, Node):
                                f"{self.engine.profiles.root}; node code in {Path(__file__).parent}")
 
     # -- helpers -------------------------------------------------------------------------------------------------------
+    def _prepare_recognition(self) -> None:
+        """Worker, at start-up: the recognition calibration when it will be needed (auto_recognize, or saved
+        profiles to recognise), so the first recognize does not stall frames in the executor thread."""
+        if self.p["auto_recognize"] or self.engine.list_profiles():
+            self.engine.recognition_calibration()
+
     def warn(self, kind: str, reason: str) -> None:
         """A rate-limited warning of one of `mtml.throttle.KINDS`."""
         self.throttle.warn(kind, reason)

@@ -25,7 +25,8 @@ ENV = "corridor_neon"
 
 def adapted_engine(out, **model):
     export_small(out, **model)
-    engine = AdaptationEngine.from_export(out, "onnxruntime", threads=1, config=EngineConfig(lr=0.05, steps=2))
+    engine = AdaptationEngine.from_export(out, "onnxruntime", profiles_dir=out / "profiles", threads=1,
+                                          config=EngineConfig(lr=0.05, steps=2))
     for f in env_frames(ENV, range(3)):
         engine.add_frame("neon", f.rgb, depth=f.depth, normals=f.normals, K=f.K, class_name="a", vp_dirs=f.vp_dirs)
     result = engine.adapt("neon")
@@ -100,6 +101,27 @@ def test_serving_uncertainty_follows_the_serving_state(pam, tmp_path):
     u = serving_uncertainty(engine, rgb, 4, np.random.default_rng(0), version)
     assert u is not None and u.depth_std.shape == (1, *engine.backend.input_hw) and u.seconds > 0
     assert serving_uncertainty(engine, rgb, 4, np.random.default_rng(0), version + 1) is None  # a swap happened
+
+
+def test_a_profile_keeps_the_distributions_and_one_without_a_sigma_is_refused(pam):
+    engine, _ = pam
+    before = engine.state.distributions
+    engine.save_profile("neon_pam")
+    engine.reset()
+    assert not engine.state.distributions  # the meta-initialisation has none
+    engine.load_profile("neon_pam")
+    after = engine.state.distributions
+    assert set(after) == set(before) and after
+    for task, dist in before.items():
+        np.testing.assert_array_equal(after[task].mu, dist.mu)
+        np.testing.assert_array_equal(after[task].log_sigma, dist.log_sigma)
+        assert (after[task].mask is None) == (dist.mask is None)
+        np.testing.assert_allclose(after[task].mean_multiplier(), engine.state.multipliers[task], rtol=1e-5,
+                                   atol=1e-6)
+    profile = engine.profiles.load("neon_pam")
+    profile.distributions = {t: {"mu": d["mu"]} for t, d in profile.distributions.items()}
+    with pytest.raises(ValueError, match="needs both mu and log_sigma"):
+        engine.profiles.save(profile)
 
 
 def test_am_and_anil_models_have_no_distribution():

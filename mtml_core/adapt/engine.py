@@ -121,7 +121,7 @@ class ServingState:
     """One complete, immutable model state: per-task multipliers (None = identity) and head parameters
     (None = exported weights), class names of the class head, and the support embeddings (for profiles).
     ``distributions``: per adapted task of a P-AM model, the attention prior over its multipliers
-    (:mod:`mtml_core.uncertainty`; empty for other models, the meta-initialisation and loaded profiles)."""
+    (:mod:`mtml_core.uncertainty`; empty for other models and the meta-initialisation; saved in profiles)."""
 
     env: str | None
     multipliers: Mapping[str, np.ndarray | None]
@@ -446,8 +446,10 @@ class AdaptationEngine:
         state = self._state
         if state.env is None:
             raise ValueError("nothing to save: the serving state is the meta-initialisation (adapt first)")
+        dists = {t: {"mu": d.mu, "log_sigma": d.log_sigma, **({} if d.mask is None else {"mask": d.mask})}
+                 for t, d in state.distributions.items()}
         profile = Profile(check_name(name or state.env), dict(state.multipliers), dict(state.heads),
-                          state.class_names, state.signature, dict(state.stats))
+                          state.class_names, state.signature, dict(state.stats), distributions=dists)
         return self._store().save(profile)
 
     def load_profile(self, name: str) -> None:
@@ -460,8 +462,10 @@ class AdaptationEngine:
             multipliers = {t: profile.multipliers.get(t, self._base_multipliers[t]) for t in self.tasks}
             heads = {t: profile.heads.get(t) for t in self.tasks}
             names = profile.class_names if profile.heads.get("class") else self.base_class_names
+            dists = {t: MultiplierDistribution(d["mu"], d["log_sigma"], d.get("mask"))
+                     for t, d in profile.distributions.items() if t in self.tasks}
             self._state = ServingState(name, multipliers, heads, names, self._state.version + 1,
-                                       profile.signature, profile.stats)
+                                       profile.signature, profile.stats, dists)
 
     def list_profiles(self) -> list[dict[str, Any]]:
         """Summaries of the saved profiles (name, created, tasks, class names, stats; 'error' if unusable)."""

@@ -1,5 +1,6 @@
 """Environment profiles: the adapted state of one environment (per-task multipliers, adapted heads, class names,
-embedding signature for recognition) saved as ``<name>.<digest>.safetensors`` + ``<name>.json``.
+embedding signature for recognition, and for a P-AM model each task's distribution over its multipliers) saved
+as ``<name>.<digest>.safetensors`` + ``<name>.json``.
 
 Crash safety (kill -9 at any instant leaves the old or the new version loadable, never neither): a save writes the
 tensors to a new, content-addressed file (``<name>.<first 16 hex of its sha256>.safetensors``, through a temp file,
@@ -54,6 +55,7 @@ KEYS = frozenset({"format", "name", "created", "model_sha256", "tensors", "tenso
                   "stats"})
 STAT_KEYS = frozenset({"shots", "loss_before", "loss_after", "loss_initial", "baseline", "depth_log_scale"})
 BASELINES = ("serving", "initial")
+DISTRIBUTION_KEYS = ("mu", "log_sigma", "mask")
 LOCK_FILE = ".lock"
 CALIBRATION_FILE = ".recognition.json"  # the model's recognition calibration (hidden, like the lock: not a profile)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -124,6 +126,8 @@ class Profile:
     signature: np.ndarray | None = None  # (S, D) L2-normalised plain embeddings of the support frames
     stats: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    # P-AM only: task -> {"mu", "log_sigma"[, "mask"]} (M,) arrays of mtml_core.uncertainty.MultiplierDistribution
+    distributions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 class ProfileStore:
@@ -252,6 +256,9 @@ class ProfileStore:
         for task, params in profile.heads.items():
             for key, value in (params or {}).items():
                 out[f"head.{task}.{key}"] = np.ascontiguousarray(value, np.float32)
+        for task, parts in profile.distributions.items():
+            for key, value in parts.items():
+                out[f"distribution.{task}.{key}"] = np.ascontiguousarray(value, np.float32).reshape(-1)
         if profile.signature is not None:
             out["signature"] = np.ascontiguousarray(profile.signature, np.float32)
         self._check(profile.name, out, sorted({*profile.multipliers, *profile.heads}), profile.class_names)
@@ -269,6 +276,9 @@ class ProfileStore:
             elif kind == "head":
                 want = self.heads_spec.get(task, {}).get(rest.partition(".")[2])
                 ok = want is not None and list(value.shape) == want
+            elif kind == "distribution":
+                want = (self.multiplier_size,)
+                ok = rest.partition(".")[2] in DISTRIBUTION_KEYS and value.shape == want
             elif key == "signature":
                 ok, want = value.ndim == 2 and value.shape[1] == self.embedding_size, ("S", self.embedding_size)
             else:
@@ -280,13 +290,17 @@ class ProfileStore:
                 raise ValueError(f"profile {name!r}: tensor {key} has dtype {value.dtype}, expected float32")
             if not np.isfinite(value).all():
                 raise ValueError(f"profile {name!r}: tensor {key} contains NaN or inf")
-            if kind in ("multiplier", "head") and task not in tasks:
+            if kind in ("multiplier", "head", "distribution") and task not in tasks:
                 raise ValueError(f"profile {name!r}: tensor {key} belongs to task {task!r}, not in 'tasks' {tasks}")
         for task in {k.split(".")[1] for k in tensors if k.startswith("head.")}:
             have = {k.split(".", 2)[2] for k in tensors if k.startswith(f"head.{task}.")}
             if have != set(self.heads_spec[task]):
                 raise ValueError(f"profile {name!r}: head {task!r} is incomplete (missing "
                                  f"{sorted(set(self.heads_spec[task]) - have)})")
+        for task in {k.split(".")[1] for k in tensors if k.startswith("distribution.")}:
+            parts = {k.split(".", 2)[2] for k in tensors if k.startswith(f"distribution.{task}.")}
+            if not {"mu", "log_sigma"} <= parts:
+                raise ValueError(f"profile {name!r}: distribution {task!r} needs both mu and log_sigma")
         if any(k.startswith("head.class.") for k in tensors) and not class_names:
             raise ValueError(f"profile {name!r}: field 'class_names' is empty but the profile has a class head")
 
@@ -396,8 +410,11 @@ class ProfileStore:
         multipliers = {t: tensors.get(f"multiplier.{t}") for t in tasks}
         heads = {t: ({k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"head.{t}.")} or None)
                  for t in tasks}
+        distributions = {t: {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"distribution.{t}.")}
+                         for t in tasks}
         return Profile(name, multipliers, heads, tuple(doc["class_names"]), tensors.get("signature"),
-                       {t: dict(s) for t, s in doc["stats"].items()}, doc["created"])
+                       {t: dict(s) for t, s in doc["stats"].items()}, doc["created"],
+                       {t: d for t, d in distributions.items() if d})
 
     def copy(self, name: str, dest: str | Path) -> Path:
         """Copy a verified profile into directory ``dest`` (tensors first, then the JSON that names them, each

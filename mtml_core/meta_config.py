@@ -24,7 +24,9 @@ class MetaConfig:
     masks and uncertainty log-variances; ``gamma``: Adam rate for Ψ. ``first_order``: drop second-order terms.
     ``mode``: literal | joint. ``kl_weight``: P-AM KL factor. ``balancing``: fixed | uncertainty, ``task_weights``
     the fixed weights (default 1; initial weights for uncertainty). ``max_grad_norm``: clip the total gradient norm
-    (None: off).
+    (None: off). ``served_weight``: weight of the served term (joint mode, pooled tasks: the loss of θ under the
+    attention prior's multiplier, what the node publishes before adapting; :func:`mtml_core.objectives.served_loss`);
+    0: off.
     """
 
     method: str = "am"
@@ -39,6 +41,7 @@ class MetaConfig:
     balancing: str = "fixed"
     task_weights: dict[str, float] = field(default_factory=dict)
     max_grad_norm: float | None = None
+    served_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.task_inner_lr = {str(k): float(v) for k, v in dict(self.task_inner_lr).items()}
@@ -53,7 +56,10 @@ class MetaConfig:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
         if not isinstance(self.inner_steps, int) or self.inner_steps < 0:
             raise ValueError(f"inner_steps: must be an integer >= 0, got {self.inner_steps!r}")
-        for name in ("inner_lr", "beta", "gamma", "kl_weight"):
+        if self.served_weight and self.mode != "joint":
+            raise ValueError(f"served_weight: {self.served_weight!r} needs mode 'joint' (literal mode trains θ on the "
+                             f"plain path only)")
+        for name in ("inner_lr", "beta", "gamma", "kl_weight", "served_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
         for name in ("task_inner_lr", "task_weights"):

@@ -14,6 +14,11 @@ label encoder feeding its tokens) gets the gradient of the modulated path f_Φ(I
 mask are detached there. *joint*: one modulated path whose loss updates Φ, θ and Ψ together (about one ANIL step).
 w comes from the support tokens ``[x_i ; enc(y_i)]`` with x the plain embeddings.
 
+Served term (ours, joint mode, pooled tasks, ``served_weight`` λ_s > 0), eq. (S): L_j + λ_s · L_j(g_θ(f_Φ(I_q, 1 − w̄)))
+with w̄ the attention prior, the multiplier the node serves before any adaptation. Without it θ only ever sees
+support-set multipliers, which carry the environment's labels (its depth scale, say), and the unadapted output is
+left untrained. w̄ follows the batch mean of w during training (:func:`track_prior`); training ends by refitting it.
+
 BatchNorm: backbone calls go through :func:`mtml_core.episodic.episode_features`, so in train mode each episode's
 support set and query set are normalised with their own batch statistics (the same for every method, MAML
 included). Running statistics are updated by the plain (unmodulated) passes only (mean over the episodes).
@@ -99,6 +104,28 @@ def adapted_loss(model: MultiTaskModel, cfg: MetaConfig, task: str, theta: Param
     return loss, {"loss": float(loss.detach()), "acc": float(acc)}
 
 
+PRIOR_MOMENTUM = 0.02  # w̄ ← (1 − m) w̄ + m · mean(w) per step (about the last 50 steps)
+
+
+def track_prior(module: torch.nn.Module, w: torch.Tensor) -> None:
+    """Move the attention prior w̄ (buffer ``prior``) towards the episodes' mean weights ``w`` (T, M); an unset
+    (all-zero) prior takes the mean at once."""
+    with torch.no_grad():
+        mean = w.detach().reshape(-1, w.shape[-1]).mean(0).to(module.prior.dtype)
+        if bool(module.prior.any()):
+            module.prior.lerp_(mean, PRIOR_MOMENTUM)
+        else:
+            module.prior.copy_(mean)
+
+
+def served_loss(model: MultiTaskModel, task: str, theta: Params, qx: torch.Tensor, qy: torch.Tensor) -> torch.Tensor:
+    """Eq. (S): the query loss of θ on features modulated by the attention prior's multiplier (1 − w̄), no support
+    labels involved: what the node publishes before adapting."""
+    fq = features(model, qx, model.prior_multiplier(task), update_stats=False)
+    pred = functional_call(model.heads[task], theta, (head_input(model, task, fq).flatten(0, 1),))
+    return task_loss(task, pred, qy.flatten(0, 1))
+
+
 # -- ANIL multi-head -----------------------------------------------------------------------------------------------
 
 def anil_objective(model: MultiTaskModel, cfg: MetaConfig, task: str, sx: torch.Tensor, sy: torch.Tensor,
@@ -159,6 +186,11 @@ def attention_objective(model: MultiTaskModel, cfg: MetaConfig, task: str, sx: t
     mq = features(model, qx, m, frozen=literal, update_stats=False)
     mod_loss, mod_stats = adapted_loss(model, cfg, task, theta, ms, sy, mq, qy)  # eq. (5)'s loss
     stats["w"] = float(w.detach().mean())
+    if cfg.served_weight and not literal and not task_adapts(model, task):  # eq. (S)
+        track_prior(model.attention[task], w)
+        served = served_loss(model, task, theta, qx, qy)
+        stats["served"] = float(served.detach())
+        mod_loss = mod_loss + cfg.served_weight * served
     if kl is not None:
         stats["kl"] = float(kl.detach())
         mod_loss = mod_loss + cfg.kl_weight * kl

@@ -195,3 +195,33 @@ def test_one_product_meta_step_reduces_nothing_to_nan():
     stats = learner.step(batch)
     assert all(np.isfinite(v) for v in stats.values())
     assert "class/acc" in stats
+
+
+def test_served_term_trains_theta_under_the_prior_multiplier_and_tracks_the_prior():
+    from mtml_core.losses import task_loss
+    from mtml_core.objectives import PRIOR_MOMENTUM, am_objective, served_loss
+
+    data = WorldEpisodes("train", 2, 2, (32, 48), seed=5, length=4)
+    batch = world_batch(collate_envs([data[0], data[1]]), ("depth",), 2)
+    sx, sy, qx, qy = batch["depth"]
+    grads, priors = {}, {}
+    for weight in (0.0, 1.0):
+        m = model().train()
+        m.attention["depth"].prior.fill_(0.1)
+        obj = am_objective(m, MetaConfig(method="am", mode="joint", served_weight=weight), "depth", sx, sy, qx, qy)
+        obj.loss.backward()
+        grads[weight] = torch.cat([p.grad.flatten() for p in m.heads["depth"].parameters()])
+        priors[weight] = m.attention["depth"].prior.clone()
+        assert ("served" in obj.stats) == (weight > 0)
+    # eq. (S) by hand: the head on features modulated by 1 - w̄, query frames only
+    m = model()
+    feats = m.features(qx.flatten(0, 1), m.prior_multiplier("depth"))
+    manual = task_loss("depth", m.heads["depth"](m.head_input("depth", feats)), qy.flatten(0, 1))
+    theta = dict(m.heads["depth"].named_parameters())
+    torch.testing.assert_close(served_loss(m, "depth", theta, qx, qy), manual)
+    assert not torch.allclose(grads[0.0], grads[1.0])  # the served term reaches θ
+    assert torch.equal(priors[0.0], torch.full_like(priors[0.0], 0.1))  # off: the prior is left alone
+    moved = priors[1.0] - 0.1
+    assert moved.abs().max() > 0 and moved.abs().max() <= PRIOR_MOMENTUM + 1e-6  # one EMA step towards mean w
+    with pytest.raises(ValueError, match="served_weight.*joint"):
+        MetaConfig(method="am", mode="literal", served_weight=1.0)

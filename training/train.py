@@ -209,7 +209,7 @@ class Run:
 
 
 def _log_values(stats: Mapping[str, float], tasks: Sequence[str]) -> dict[str, float]:
-    keep = ("loss", "acc", "modulated", "kl", "w", "weight")
+    keep = ("loss", "acc", "modulated", "served", "kl", "w", "weight")
     return {k: v for k, v in stats.items() if k == "loss" or (k.split("/")[0] in tasks and k.split("/")[-1] in keep)}
 
 

@@ -24,6 +24,16 @@ def test_to_tensor_normalises_and_lays_out():
         preprocess.to_tensor(rgb.astype(np.float32))
 
 
+def test_serving_preprocess_is_numpy_and_equals_torch_arithmetic_bit_for_bit():
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = preprocess.to_array(rgb, (24, 32), mean, std)
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous and x.shape == (2, 3, 24, 32)
+    small = torch.from_numpy(np.stack([preprocess.resize_rgb(im, (24, 32)) for im in rgb])).permute(0, 3, 1, 2)
+    ref = (small.float() - torch.tensor(mean).view(1, 3, 1, 1) * 255.0) / (torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+    assert torch.equal(torch.from_numpy(x), ref)
+
+
 def test_resize_frame_keeps_geometry_consistent():
     f = render_frame(get_env("corridor_brick"), 1, (96, 128))
     g = preprocess.resize_frame(f, (48, 64))

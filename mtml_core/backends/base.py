@@ -17,7 +17,7 @@ import torch
 
 from mtml_core.backends.manifest import Manifest
 from mtml_core.model import token_features
-from mtml_core.preprocess import to_tensor
+from mtml_core.preprocess import to_array
 
 ArrayLike = np.ndarray | torch.Tensor
 HeadParams = Mapping[str, ArrayLike]
@@ -60,7 +60,7 @@ class Backend(ABC):
     # -- shared logic ---------------------------------------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB (H, W, 3) or (N, H, W, 3) → normalised (N, 3, H, W) at the model's input size."""
-        return to_tensor(rgb, self.input_hw, self.manifest.mean, self.manifest.std).numpy()
+        return to_array(rgb, self.input_hw, self.manifest.mean, self.manifest.std)
 
     def check_images(self, images: ArrayLike) -> np.ndarray:
         """Images as float32 (N, 3, H, W) at the model's size, or ValueError naming what is wrong."""

@@ -123,6 +123,8 @@ PARAMS: tuple[Param, ...] = (
           "backbone and head pass per task); refused for other models", bounds=(0, 16)),
     Param("uncertainty_period", 10, "estimate the uncertainty on every Nth processed frame, and only while "
           "~/depth/std has a subscriber", bounds=(1, 1000)),
+    Param("lazy", False, "run the model only while one of the outputs has a subscriber (as image_pipeline's lazy "
+          "nodes); frames still reach an open collection and recognition, and are counted as frames_idle"),
     Param("max_rate", 0.0, "most frames per second processed (0 = every frame that arrives)", bounds=(0.0, 1000.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", bounds=(0.01, 3600.0)),
     Param("warn_period", 5.0, "seconds between two logged warnings of the same kind (image, camera_info, "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 import threading
@@ -139,7 +140,8 @@ class PerceptionNode(AdaptationServices, Node):
         self.last_adapt = "none yet"
         self.recent: deque = deque(maxlen=self.p["recognize_frames"])
         self.latencies: deque = deque(maxlen=300)  # (monotonic time, receive->publish s, stamp age s)
-        self.counts = {"received": 0, "published": 0, "rejected": 0}
+        self.counts = {"received": 0, "published": 0, "rejected": 0, "idle": 0}
+        self.last_idle = -math.inf  # monotonic time of the last frame skipped by `lazy`
         self.last_processed = 0.0
         self.closing = False
         self.worker.submit(self._guard("recognize", self._prepare_recognition))
@@ -300,6 +302,12 @@ class PerceptionNode(AdaptationServices, Node):
             stamp = stamp_ns(msg.header.stamp)
             K = self.camera_k(stamp, hw)
             K_out = K if K is not None else intrinsics(self.p["fallback_hfov"], hw)
+            if self.p["lazy"] and not self.outputs_wanted():
+                self.counts["idle"] += 1
+                self.last_idle = t0
+                self.recent.append(rgb)
+                self.collector.offer(stamp, t0, rgb)
+                return
             pred = self.engine.infer(rgb, K_out)
         except ValueError as exc:
             self.counts["rejected"] += 1
@@ -328,6 +336,12 @@ class PerceptionNode(AdaptationServices, Node):
         self.collector.offer(stamp, t0, rgb)
         if self.pub_std is not None:  # after the four outputs: sampling never delays them
             self.publish_uncertainty(rgb, pred.version, header, size, info)
+
+    def outputs_wanted(self) -> bool:
+        """Whether any output topic (the images' camera_info included) has a subscriber."""
+        pubs = (self.pub_depth, self.pub_info, self.pub_normals, self.pub_normals_info, self.pub_vp, self.pub_scene,
+                self.pub_overlay, self.pub_std, self.pub_std_info)
+        return any(p is not None and p.get_subscription_count() > 0 for p in pubs)
 
     def publish_uncertainty(self, rgb: np.ndarray, version: int, header: Any, size: tuple[int, int] | None,
                             info: CameraInfo) -> None:
@@ -437,7 +451,8 @@ class PerceptionNode(AdaptationServices, Node):
         }
         recent = self.throttle.recent(max(self.p["diagnostics_period"], self.throttle.period, 1.0))
         level, text = (1, f"input problems ({', '.join(sorted(recent))}), see the log") if recent else (
-            (0, "ok") if window else (1, "no frames"))
+            (0, "ok") if window else (0, "lazy: frames arrive, no output has a subscriber")
+            if now - self.last_idle <= span else (1, "no frames"))
         fqn = self.get_fully_qualified_name()
         self.pub_diag.publish(messages.diagnostics_msg(self.get_clock().now().to_msg(), f"mtml: {fqn}", fqn,
                                                        level, text, values))

@@ -171,6 +171,54 @@ def test_set_parameter_applies_valid_values_and_refuses_bad_ones_with_the_reason
     assert got["overlay"] == ["rgb8", SIZE[0], 5 * SIZE[1]]  # RGB | depth | normals | VP | class at the image size
 
 
+LAZY = """
+from node_helpers import Client
+from mtml.image_conv import rgb_to_msg
+from mtml_core.data.spec import get_env
+from mtml_core.data.synth import render_frame
+from std_msgs.msg import Header
+
+c = Client()
+diag = c.record("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", reliable=True)
+image = c.publisher("/image")
+frame = render_frame(get_env({env!r}), 0, {size!r})
+
+def stream(until, timeout):
+    while not until() and c.now() < timeout:
+        h = Header(frame_id="cam")
+        h.stamp.sec = 2000
+        image.publish(rgb_to_msg(frame.rgb, h))
+        c.spin(0.1)
+
+out = {{"set": c.set_parameters("/perception_node", lazy=True)}}
+c.spin_until(lambda: len(diag) > 0, 10)
+before = c.diagnostics()
+n = len(diag)
+stream(lambda: len(diag) > n + 2, c.now() + 20)  # three diagnostics periods of frames and no output subscriber
+after = c.diagnostics()
+out["idle"] = [int(before["frames_idle"]), int(after["frames_idle"])]
+out["published"] = [int(before["frames_published"]), int(after["frames_published"])]
+out["message"] = diag[-1][1].status[0].message
+scene = c.record("/perception_node/scene", "mtml_interfaces/msg/SceneClass")
+stream(lambda: len(scene) > 0, c.now() + 20)
+out["scene_with_a_subscriber"] = len(scene)
+out["unset"] = c.set_parameters("/perception_node", lazy=False)
+c.close(out)
+"""
+
+
+def test_lazy_runs_the_model_only_while_an_output_has_a_subscriber(served):
+    ros, node, tmp = served
+    client = ros.python(child_code(LAZY.format(env=ENV, size=SIZE)), "lazy_client")
+    assert client.wait(90) == 0, client.log()
+    got = last_json(client.log())
+    assert got["set"][0]["successful"] and got["unset"][0]["successful"]
+    assert got["idle"][1] > got["idle"][0], got  # frames arrived and were skipped ...
+    assert got["published"][1] == got["published"][0], got  # ... none was run through the model
+    assert got["message"].startswith("lazy"), got
+    assert got["scene_with_a_subscriber"] > 0, got  # a subscriber brings the outputs back
+
+
 MESSAGES = """
 import math
 import numpy as np
